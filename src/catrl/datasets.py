@@ -1,0 +1,123 @@
+"""Dataset loaders: packaged benchmarks by name, and any JSONL / Parquet / HF dataset with a field map.
+
+A field map says which column holds each of catrl's fields (`question`, optional `id` and `gold`),
+e.g. {"question": "problem"}. Errors name the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from catrl.errors import InputError
+from catrl.types import Example
+
+PACKAGED = {"gsm8k": "gsm8k_test.jsonl"}
+DEFAULT_FIELDS = {"question": "question", "id": "id", "gold": "answer"}
+
+
+def parse_field_map(items: list[str] | None) -> dict[str, str]:
+    """["question=problem", "gold=answer"] -> {"question": "problem", "gold": "answer"}."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, col = item.partition("=")
+        if not sep or key not in DEFAULT_FIELDS or not col:
+            raise InputError(f"bad --field {item!r}: expected FIELD=COLUMN with FIELD one of {', '.join(DEFAULT_FIELDS)}")
+        out[key] = col
+    return out
+
+
+def _packaged_path(name: str) -> Path:
+    return Path(str(resources.files("catrl") / "data" / PACKAGED[name]))
+
+
+def iter_records(source: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(location, record) pairs from a packaged name, a .jsonl/.json/.parquet file or an HF dataset dir."""
+    if source in PACKAGED:
+        yield from _iter_jsonl(_packaged_path(source), label=source)
+        return
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise InputError(f"{source}: no such file, directory or packaged dataset (packaged: {', '.join(PACKAGED)})")
+    if path.is_dir():
+        yield from _iter_hf(path)
+    elif path.suffix == ".parquet":
+        yield from _iter_parquet(path)
+    elif path.suffix in {".jsonl", ".json", ".ndjson"}:
+        yield from _iter_jsonl(path, label=str(path))
+    else:
+        raise InputError(f"{path}: unknown format {path.suffix!r}; use .jsonl, .parquet or a saved HF dataset directory")
+
+
+def _iter_jsonl(path: Path, label: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{label}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(rec, dict):
+                raise InputError(f"{label}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+            yield f"{label}:{lineno}", rec
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises many kinds
+        raise InputError(f"{path}: cannot read as Parquet: {e}") from None
+    for i, rec in enumerate(table.to_pylist()):
+        yield f"{path}:row {i}", rec
+
+
+def _iter_hf(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    try:
+        import datasets as hf
+    except ImportError:
+        raise InputError(f"{path}: reading a saved HF dataset needs `pip install 'catrl[hf]'`") from None
+    ds = hf.load_from_disk(str(path))
+    if isinstance(ds, hf.DatasetDict):
+        split = "test" if "test" in ds else next(iter(ds))
+        ds = ds[split]
+    for i, rec in enumerate(ds):
+        yield f"{path}:row {i}", rec
+
+
+def load_examples(source: str, field_map: dict[str, str] | None = None, limit: int | None = None) -> list[Example]:
+    """Rows of a dataset as Examples. The question field must exist; id and gold are optional."""
+    fm = {**DEFAULT_FIELDS, **(field_map or {})}
+    out: list[Example] = []
+    for where, rec in iter_records(source):
+        if limit is not None and len(out) >= limit:
+            break
+        qcol = fm["question"]
+        if qcol not in rec:
+            have = ", ".join(sorted(rec)) or "none"
+            raise InputError(
+                f"{where}: no field {qcol!r} for the question (fields here: {have}); "
+                f"choose the question field with --field question=COLUMN"
+            )
+        q = rec[qcol]
+        if not isinstance(q, str) or not q.strip():
+            raise InputError(f"{where}: field {qcol!r} must be a non-empty string")
+        rid = rec.get(fm["id"])
+        gold = rec.get(fm["gold"])
+        out.append(
+            Example(
+                id=str(rid) if rid is not None else str(len(out)),
+                question=q,
+                gold=str(gold) if gold is not None else None,
+                source=where,
+            )
+        )
+    ids = [e.id for e in out]
+    if len(set(ids)) != len(ids):
+        raise InputError(f"{source}: the id field {fm['id']!r} has duplicate values; ids must be unique")
+    return out

@@ -1,0 +1,52 @@
+"""One place that turns user options into an engine handle (cached unless told otherwise)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from catrl.cache import CallCache
+from catrl.engines.base import CachedEngine, Engine
+from catrl.models import DEFAULT_MODEL
+from catrl.paths import default_call_cache
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What picks and tunes an engine. With `base_url` the model is a server's model name."""
+
+    model: str = DEFAULT_MODEL
+    base_url: str | None = None
+    api_key: str | None = None
+    # embedded engine
+    max_seqs: int = 32
+    n_ctx_seq: int = 4096
+    threads: int | None = None
+    # server engine
+    concurrency: int = 16
+    max_retries: int = 5
+    # both
+    timeout_s: float | None = None
+    cache_path: Path | None = None
+    use_cache: bool = True
+
+
+def open_engine(opts: EngineOptions) -> Engine:
+    if opts.base_url:
+        from catrl.engines.openai import OpenAIConfig, OpenAIEngine
+
+        extra = {"timeout_s": opts.timeout_s} if opts.timeout_s else {}
+        cfg = OpenAIConfig.from_env(
+            base_url=opts.base_url, model=opts.model, api_key=opts.api_key,
+            concurrency=opts.concurrency, max_retries=opts.max_retries, **extra,
+        )
+        engine: Engine = OpenAIEngine(cfg)
+    else:
+        from catrl.engines.llamacpp import LlamaCppEngine
+
+        engine = LlamaCppEngine(
+            opts.model, max_seqs=opts.max_seqs, n_ctx_seq=opts.n_ctx_seq, n_threads=opts.threads, timeout_s=opts.timeout_s
+        )
+    if not opts.use_cache:
+        return engine
+    return CachedEngine(engine, CallCache(opts.cache_path or default_call_cache()))

@@ -1,0 +1,417 @@
+"""The embedded engine: a GGUF model on CPU through llama-cpp-python, no network, no GPU.
+
+All samples of all requests are decoded together: each (request, sample) pair is one llama.cpp
+sequence with its own KV stream; a request's prompt is prefilled once and its KV copied to its
+siblings; every step then decodes one token of every live sequence in a single `llama_decode`.
+New requests are admitted as sequences finish (continuous batching). Sampling runs in C with one
+seeded sampler chain per sequence, whose seed depends only on (seed, sample index).
+
+Determinism: with separate KV streams and llama.cpp's weight repacking off, a sequence's numbers
+do not depend on its batch mates (measured: identical logprobs alone and in any batch), so the
+same request gives the same samples however the work is split, and a resumed run reproduces an
+uninterrupted one exactly. A unified KV cache and repacked weights both break that.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+from llama_cpp import _internals as internals
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from catrl import models
+from catrl.engines.base import OnResult
+from catrl.errors import EngineError, InputError
+from catrl.types import ChatRequest, Completion, Sampling, ScoredContinuation, TokenLogprob
+
+log = logging.getLogger(__name__)
+
+_quiet_installed = False
+
+
+def _silence_llama_logs() -> None:
+    """llama.cpp logs every load to stderr; route it to nowhere unless CATRL_LLAMA_VERBOSE is set."""
+    global _quiet_installed
+    if _quiet_installed or os.environ.get("CATRL_LLAMA_VERBOSE"):
+        return
+
+    @llama_cpp.llama_log_callback
+    def _noop(level, text, user_data):  # noqa: ARG001
+        return None
+
+    llama_cpp.llama_log_set(_noop, ctypes.c_void_p(0))
+    globals()["_noop_ref"] = _noop  # keep the callback alive
+    _quiet_installed = True
+
+
+@dataclass
+class _Seq:
+    """One live sequence: sample `j` of request `r`."""
+
+    r: int
+    j: int
+    slot: int
+    sampler: object
+    pos: int
+    tokens: list[int] = field(default_factory=list)
+    pieces: list[bytes] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish: str | None = None
+    text_len: int = 0  # bytes already checked for stop strings
+
+
+@dataclass
+class _Group:
+    """The samples of one request admitted together: their prompt is prefilled once, then copied."""
+
+    r: int
+    seqs: list[_Seq]
+    prompt: list[int]
+
+
+def sample_seed(seed: int, j: int) -> int:
+    """Per-sample seed: a function of (seed, sample index) only."""
+    h = hashlib.blake2b(f"{seed}:{j}".encode(), digest_size=4).digest()
+    return int.from_bytes(h, "little")
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a GGUF, memoized next to nothing: keyed by path, size and mtime in the cache dir."""
+    st = path.stat()
+    memo = models.models_dir() / ".hashes.json"
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    known[key] = h.hexdigest()
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, memo)
+    except OSError:
+        pass
+    return known[key]
+
+
+class LlamaCppEngine:
+    supports_logprobs = True
+    supports_scoring = True
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        max_seqs: int = 32,
+        n_ctx_seq: int = 4096,
+        n_batch: int = 512,
+        n_threads: int | None = None,
+        timeout_s: float | None = None,
+        flash_attn: bool | None = None,
+        repack: bool = False,
+    ):
+        """`model`: an embedded model name or a GGUF path. Up to `max_seqs` sequences decode together,
+        each with its own KV stream of `n_ctx_seq` tokens (prompt + completion). `timeout_s` bounds one
+        generate/score call. `repack` turns on llama.cpp's weight repacking: a few percent faster, but
+        then a sequence's numbers depend on how many others share its batch, so samples are no longer
+        the same whatever else is decoded with them."""
+        _silence_llama_logs()
+        self.path = models.resolve(model)
+        sha = models.REGISTRY[model].sha256 if model in models.REGISTRY else file_sha256(self.path)
+        self.identity = f"llamacpp:{sha}"
+        self.name = model
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        threads = n_threads or int(os.environ.get("CATRL_THREADS", "0")) or (os.cpu_count() or 1)
+
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.use_extra_bufts = repack
+        self._model = internals.LlamaModel(path_model=str(self.path), params=mparams, verbose=False)
+        self.vocab = self._model.vocab
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        max_seqs = max(1, min(max_seqs, llama_cpp.llama_max_parallel_sequences()))
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = n_ctx_seq * max_seqs
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_seq_max = max_seqs
+        cparams.kv_unified = False  # one KV stream per sequence: attention never spans batch mates
+        if flash_attn is not None:
+            cparams.flash_attn_type = int(flash_attn)
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        self._ctx = internals.LlamaContext(model=self._model, params=cparams, verbose=False)
+        self.n_ctx = llama_cpp.llama_n_ctx(self._ctx.ctx)
+        self.n_ctx_seq = self.n_ctx // max_seqs
+        self.n_batch = n_batch
+        self.max_seqs = max_seqs
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, max_seqs)
+        self._formatter = self._chat_formatter()
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._open_samplers: dict[int, object] = {}
+
+    # -- templates and tokens ----------------------------------------------------------------
+    def _chat_formatter(self) -> Jinja2ChatFormatter:
+        meta = self._model.metadata()
+        template = meta.get("tokenizer.chat_template")
+        if not template:
+            raise InputError(f"{self.path}: the GGUF has no tokenizer.chat_template; catrl needs a chat model")
+        eos = self._model.token_eos()
+        bos = self._model.token_bos()
+        return Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._model.token_get_text(eos) if eos >= 0 else "",
+            bos_token=self._model.token_get_text(bos) if bos >= 0 else "",
+            stop_token_ids=[eos],
+        )
+
+    def render(self, req: ChatRequest) -> str:
+        """The prompt text the model's own chat template makes of a request."""
+        return self._formatter(messages=req.to_list()).prompt
+
+    def tokenize_prompt(self, req: ChatRequest) -> list[int]:
+        return self._model.tokenize(self.render(req).encode(), add_bos=False, special=True)
+
+    def _piece(self, token: int) -> bytes:
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
+        return self._piece_buf.raw[:n] if n > 0 else b""
+
+    def _logits(self, idx: int) -> np.ndarray:
+        ptr = llama_cpp.llama_get_logits_ith(self._ctx.ctx, idx)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def _log_softmax_at(self, idx: int, token: int) -> float:
+        logits = self._logits(idx).astype(np.float64)
+        m = logits.max()
+        return float(logits[token] - m - np.log(np.exp(logits - m).sum()))
+
+    # -- generation ----------------------------------------------------------------------------
+    def _new_sampler(self, sampling: Sampling, j: int):
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if sampling.temperature <= 0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+            self._open_samplers[id(chain)] = chain
+            return chain
+        if sampling.top_k > 0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(sampling.top_k))
+        if sampling.top_p < 1.0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(sampling.temperature))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(sample_seed(sampling.seed, j)))
+        self._open_samplers[id(chain)] = chain
+        return chain
+
+    def generate(
+        self, requests: Sequence[ChatRequest], sampling: Sampling, n: int = 1, on_result: OnResult | None = None
+    ) -> list[list[Completion]]:
+        if n < 1:
+            raise InputError(f"n must be >= 1, got {n}")
+        with self._lock:
+            try:
+                return self._generate(requests, sampling, n, on_result)
+            finally:
+                for chain in self._open_samplers.values():
+                    llama_cpp.llama_sampler_free(chain)
+                self._open_samplers.clear()
+
+    def _generate(
+        self, requests: Sequence[ChatRequest], sampling: Sampling, n: int, on_result: OnResult | None
+    ) -> list[list[Completion]]:
+        deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
+        prompts = [self.tokenize_prompt(r) for r in requests]
+        for r, p in enumerate(prompts):
+            if len(p) + sampling.max_tokens > self.n_ctx_seq:
+                raise InputError(
+                    f"request {requests[r].id or r}: prompt of {len(p)} tokens + max_tokens {sampling.max_tokens} "
+                    f"exceeds the engine's per-sequence context of {self.n_ctx_seq} tokens"
+                )
+        results: list[list[Completion | None]] = [[None] * n for _ in requests]
+        remaining = [n] * len(requests)
+        pending = [(r, j) for r in range(len(requests)) for j in range(n)]  # in admission order
+        pending.reverse()
+        free_slots = list(range(self.max_seqs))
+        groups: list[_Group] = []  # admitted, prompt not fully prefilled yet
+        live: list[_Seq] = []
+        mem = self._ctx.memory
+        llama_cpp.llama_memory_clear(mem, True)
+        stops = [s.encode() for s in sampling.stop]
+        batch = self._batch
+
+        def finish(seq: _Seq, reason: str) -> None:
+            seq.finish = reason
+            llama_cpp.llama_memory_seq_rm(mem, seq.slot, -1, -1)
+            llama_cpp.llama_sampler_free(seq.sampler)
+            self._open_samplers.pop(id(seq.sampler), None)
+            free_slots.append(seq.slot)
+            free_slots.sort(reverse=True)  # lowest slot next: keeps live slots contiguous
+            text = b"".join(seq.pieces)
+            if reason == "stop" and stops:
+                cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+                if cut >= 0:
+                    text = text[:cut]
+            results[seq.r][seq.j] = Completion(
+                text=text.decode("utf-8", errors="replace"),
+                finish_reason=reason,
+                prompt_tokens=len(prompts[seq.r]),
+                completion_tokens=len(seq.tokens),
+                logprobs=seq.logprobs,
+            )
+            remaining[seq.r] -= 1
+            if remaining[seq.r] == 0 and on_result:
+                on_result(seq.r, results[seq.r])  # type: ignore[arg-type]
+
+        def admit() -> None:
+            free_slots.sort(reverse=True)
+            while pending and free_slots:
+                r = pending[-1][0]
+                js: list[int] = []
+                while pending and pending[-1][0] == r and len(js) < len(free_slots):
+                    js.append(pending.pop()[1])
+                seqs = [_Seq(r=r, j=j, slot=free_slots.pop(), sampler=self._new_sampler(sampling, j), pos=len(prompts[r])) for j in js]
+                for seq in seqs:
+                    if sampling.logprobs:
+                        seq.logprobs = []
+                groups.append(_Group(r=r, seqs=seqs, prompt=prompts[r]))
+
+        def accept(seq: _Seq, idx: int) -> None:
+            tok = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx.ctx, idx)
+            if llama_cpp.llama_vocab_is_eog(self.vocab, tok):
+                finish(seq, "stop")
+                return
+            if seq.logprobs is not None:
+                seq.logprobs.append(TokenLogprob(self._piece(tok).decode("utf-8", errors="replace"), self._log_softmax_at(idx, tok)))
+            seq.tokens.append(tok)
+            seq.pieces.append(self._piece(tok))
+            if stops:
+                text = b"".join(seq.pieces)
+                if any(s in text[max(0, seq.text_len - 64):] for s in stops):
+                    finish(seq, "stop")
+                    return
+                seq.text_len = len(text)
+            if len(seq.tokens) >= sampling.max_tokens:
+                finish(seq, "length")
+                return
+            live.append(seq)
+
+        def add(token: int, pos: int, seq_ids: list[int], want_logits: bool) -> None:
+            i = batch.n_tokens
+            batch.token[i] = token
+            batch.pos[i] = pos
+            batch.n_seq_id[i] = len(seq_ids)
+            for k, s in enumerate(seq_ids):
+                batch.seq_id[i][k] = s
+            batch.logits[i] = want_logits
+            batch.n_tokens = i + 1
+
+        def decode(what: str) -> None:
+            if deadline and time.monotonic() > deadline:
+                raise EngineError(f"{self.identity}: generate timed out after {self.timeout_s}s")
+            rc = llama_cpp.llama_decode(self._ctx.ctx, batch)
+            if rc != 0:
+                raise EngineError(f"{self.identity}: llama_decode failed with code {rc} during {what} (n_ctx={self.n_ctx})")
+
+        def prefill(g: _Group) -> None:
+            """A prompt goes through on its own (one sequence), then its KV is copied to its siblings."""
+            first = g.seqs[0].slot
+            for start in range(0, len(g.prompt), self.n_batch):
+                batch.n_tokens = 0
+                chunk = g.prompt[start : start + self.n_batch]
+                for k, tok in enumerate(chunk):
+                    add(tok, start + k, [first], start + k == len(g.prompt) - 1)
+                decode("prompt prefill")
+            for seq in g.seqs[1:]:
+                llama_cpp.llama_memory_seq_cp(mem, first, seq.slot, -1, -1)
+            for seq in g.seqs:
+                accept(seq, batch.n_tokens - 1)
+
+        admit()
+        while groups or live:
+            while groups:
+                prefill(groups.pop(0))
+                admit()
+            # one token for every live sequence, sorted by slot: runs of consecutive slots form one ubatch
+            batch.n_tokens = 0
+            stepping = sorted(live, key=lambda q: q.slot)
+            live.clear()
+            for seq in stepping:
+                add(seq.tokens[-1], seq.pos, [seq.slot], True)
+                seq.pos += 1
+            if not stepping:
+                continue
+            decode("decoding")
+            for i, seq in enumerate(stepping):
+                accept(seq, i)
+            admit()
+        return [list(rs) for rs in results]  # type: ignore[misc]
+
+    # -- scoring -------------------------------------------------------------------------------
+    def score(self, requests: Sequence[ChatRequest], continuations: Sequence[str]) -> list[ScoredContinuation]:
+        """Logprob of each continuation token given the chat prompt (teacher forcing)."""
+        with self._lock:
+            return [self._score_one(r, c) for r, c in zip(requests, continuations, strict=True)]
+
+    def _score_one(self, req: ChatRequest, continuation: str) -> ScoredContinuation:
+        prompt = self.tokenize_prompt(req)
+        cont = self._model.tokenize(continuation.encode(), add_bos=False, special=False)
+        tokens = prompt + cont
+        if len(tokens) > self.n_ctx_seq:
+            raise InputError(f"request {req.id or '<no id>'}: {len(tokens)} tokens exceed the per-sequence context of {self.n_ctx_seq}")
+        mem = self._ctx.memory
+        llama_cpp.llama_memory_clear(mem, True)
+        batch = self._batch
+        out: list[TokenLogprob] = []
+        first_pred = len(prompt) - 1  # logits at position p predict token p+1
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start : start + self.n_batch]
+            batch.n_tokens = len(chunk)
+            for k, tok in enumerate(chunk):
+                p = start + k
+                batch.token[k] = tok
+                batch.pos[k] = p
+                batch.n_seq_id[k] = 1
+                batch.seq_id[k][0] = 0
+                batch.logits[k] = first_pred <= p < len(tokens) - 1
+            rc = llama_cpp.llama_decode(self._ctx.ctx, batch)
+            if rc != 0:
+                raise EngineError(f"{self.identity}: llama_decode failed with code {rc} while scoring")
+            for k in range(len(chunk)):
+                if batch.logits[k]:
+                    nxt = tokens[start + k + 1]
+                    out.append(TokenLogprob(self._piece(nxt).decode("utf-8", errors="replace"), self._log_softmax_at(k, nxt)))
+        llama_cpp.llama_memory_clear(mem, True)
+        return ScoredContinuation(tokens=out)
+
+    def close(self) -> None:
+        if getattr(self, "_batch", None) is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        if getattr(self, "_ctx", None) is not None:
+            self._ctx.close()
+            self._ctx = None
+        if getattr(self, "_model", None) is not None:
+            self._model.close()
+            self._model = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass

@@ -1,0 +1,115 @@
+"""The few dataclasses shared across catrl. Everything else passes these, not dicts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings of one call. Defaults are the paper's Qwen settings."""
+
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+    max_tokens: int = 512
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Sampling:
+        d = dict(d)
+        d["stop"] = tuple(d.get("stop") or ())
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat prompt. `id` is for error messages and logs only; it is not part of cache keys."""
+
+    messages: tuple[Message, ...]
+    id: str = ""
+
+    @classmethod
+    def user(cls, text: str, id: str = "", system: str | None = None) -> ChatRequest:
+        msgs: list[Message] = []
+        if system:
+            msgs.append({"role": "system", "content": system})
+        msgs.append({"role": "user", "content": text})
+        return cls(messages=tuple(msgs), id=id)
+
+    def to_list(self) -> list[Message]:
+        return [dict(m) for m in self.messages]
+
+
+@dataclass
+class TokenLogprob:
+    token: str
+    logprob: float
+
+
+@dataclass
+class Completion:
+    """One sampled completion of a chat request."""
+
+    text: str
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int
+    completion_tokens: int
+    logprobs: list[TokenLogprob] | None = None
+    cached: bool = field(default=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("cached")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Completion:
+        lp = d.get("logprobs")
+        return cls(
+            text=d["text"],
+            finish_reason=d["finish_reason"],
+            prompt_tokens=d["prompt_tokens"],
+            completion_tokens=d["completion_tokens"],
+            logprobs=[TokenLogprob(**t) for t in lp] if lp is not None else None,
+        )
+
+
+@dataclass
+class ScoredContinuation:
+    """Per-token logprobs of a given continuation under the model (teacher forcing)."""
+
+    tokens: list[TokenLogprob]
+
+    @property
+    def mean_nll(self) -> float:
+        if not self.tokens:
+            return float("nan")
+        return -sum(t.logprob for t in self.tokens) / len(self.tokens)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tokens": [asdict(t) for t in self.tokens]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScoredContinuation:
+        return cls(tokens=[TokenLogprob(**t) for t in d["tokens"]])
+
+
+@dataclass
+class Example:
+    """One dataset row: the question CaT sees, and a gold answer used only to score."""
+
+    id: str
+    question: str
+    gold: str | None = None
+    source: str = ""  # "file:line" for error messages and audit pages

@@ -1,0 +1,83 @@
+"""The embedded engine against a real model (SmolLM2-135M)."""
+
+import pytest
+
+from catrl.errors import EngineError, InputError
+from catrl.types import ChatRequest, Sampling
+
+pytestmark = pytest.mark.real_model
+
+REQS = [ChatRequest.user("What is 2+3? Explain."), ChatRequest.user("Name a color and describe it."), ChatRequest.user("Write a haiku about the sea.")]
+
+
+def test_chat_template_comes_from_the_gguf(smol_engine):
+    text = smol_engine.render(ChatRequest.user("hello"))
+    assert "<|im_start|>user\nhello<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
+
+
+def test_generate_returns_n_completions_with_counts_and_logprobs(smol_engine):
+    out = smol_engine.generate(REQS[:2], Sampling(temperature=0.7, max_tokens=24, seed=3, logprobs=True), n=3)
+    assert [len(g) for g in out] == [3, 3]
+    for group in out:
+        assert len({c.text for c in group}) > 1  # different seeds per sample
+        for c in group:
+            assert c.finish_reason in {"stop", "length"}
+            assert 0 < c.completion_tokens <= 24 and c.prompt_tokens > 5
+            assert len(c.logprobs) == c.completion_tokens and all(t.logprob <= 0 for t in c.logprobs)
+
+
+def test_seeded_sampling_is_reproducible_and_batch_independent(smol_engine):
+    s = Sampling(temperature=0.9, max_tokens=32, seed=11)
+    together = smol_engine.generate(REQS, s, n=2)
+    again = smol_engine.generate(REQS, s, n=2)
+    alone = [smol_engine.generate([r], s, n=2)[0] for r in REQS]
+    text = lambda groups: [[c.text for c in g] for g in groups]  # noqa: E731
+    assert text(together) == text(again) == text(alone)
+    other = smol_engine.generate(REQS[:1], Sampling(temperature=0.9, max_tokens=32, seed=12), n=2)
+    assert text(other) != text(together[:1])
+
+
+def test_score_agrees_with_generate_logprobs(smol_engine):
+    """Teacher forcing the sampled text reproduces the sampler's own logprobs (tolerance 1e-3)."""
+    out = smol_engine.generate(REQS, Sampling(temperature=0.8, max_tokens=40, seed=5, logprobs=True), n=2)
+    worst, compared = 0.0, 0
+    for req, group in zip(REQS, out):
+        scored = smol_engine.score([req] * len(group), [c.text for c in group])
+        for c, s in zip(group, scored):
+            pairs = [(a, b) for a, b in zip(c.logprobs, s.tokens) if a.token == b.token]
+            compared += len(pairs)
+            worst = max([worst] + [abs(a.logprob - b.logprob) for a, b in pairs])
+    assert compared > 100
+    assert worst < 1e-3
+
+
+def test_greedy_max_tokens_and_stop(smol_engine):
+    g = smol_engine.generate(REQS[:1], Sampling(temperature=0, max_tokens=8), n=2)[0]
+    assert g[0].text == g[1].text and g[0].finish_reason == "length" and g[0].completion_tokens == 8
+    full = smol_engine.generate(REQS[:1], Sampling(temperature=0, max_tokens=40), n=1)[0][0].text
+    word = full.split()[3]
+    cut = smol_engine.generate(REQS[:1], Sampling(temperature=0, max_tokens=40, stop=(word,)), n=1)[0][0]
+    assert cut.finish_reason == "stop" and word not in cut.text and full.startswith(cut.text)
+
+
+def test_more_samples_than_slots_and_callbacks(smol_engine):
+    seen = []
+    out = smol_engine.generate(REQS, Sampling(max_tokens=6, seed=1), n=7, on_result=lambda i, c: seen.append((i, len(c))))
+    assert [len(g) for g in out] == [7, 7, 7]
+    assert sorted(seen) == [(0, 7), (1, 7), (2, 7)]
+
+
+def test_prompt_too_long_is_an_input_error(smol_engine):
+    with pytest.raises(InputError, match="per-sequence context"):
+        smol_engine.generate([ChatRequest.user("word " * 2000)], Sampling(max_tokens=8))
+
+
+def test_timeout_bounds_a_call(smol_path):
+    from catrl.engines.llamacpp import LlamaCppEngine
+
+    eng = LlamaCppEngine("smollm2-135m", max_seqs=4, n_ctx_seq=1024, timeout_s=0.5)
+    with pytest.raises(EngineError, match="timed out"):
+        eng.generate(REQS, Sampling(max_tokens=900, temperature=1.0), n=4)
+    # the engine is usable afterwards
+    assert len(eng.generate(REQS[:1], Sampling(max_tokens=4), n=1)[0]) == 1
+    eng.close()
