@@ -113,3 +113,31 @@ class Example:
     question: str
     gold: str | None = None
     source: str = ""  # "file:line" for error messages and audit pages
+
+
+@dataclass
+class Reference:
+    """What the anchor synthesized from one group of rollouts, with the exact prompt it was sent."""
+
+    text: str
+    answer: str | None  # extracted final answer (verifiable mode), else None
+    prompt: list[Message]
+    finish_reason: str = "stop"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RewardRecord:
+    """One group's rewards and everything needed to audit them."""
+
+    rewards: list[float]
+    reference: Reference | None
+    answers: list[str | None] = field(default_factory=list)  # per rollout
+    matches: list[bool] = field(default_factory=list)  # per rollout
+    rollout_flags: list[list[str]] = field(default_factory=list)  # per rollout: "no_answer", "verify_timeout", ...
+    flags: list[str] = field(default_factory=list)  # group: "no_reference_answer", ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
