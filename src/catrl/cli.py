@@ -147,6 +147,193 @@ def generate(
     out.print(f"calls: made={stats.calls_made} rows_written={stats.written} rows_resumed={stats.resumed}")
 
 
+def _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache):
+    from catrl.engines.factory import EngineOptions
+
+    return EngineOptions(
+        model=model, base_url=base_url, api_key=api_key, max_seqs=max_seqs, n_ctx_seq=ctx, threads=threads,
+        concurrency=concurrency, timeout_s=timeout, cache_path=cache, use_cache=not no_cache,
+    )
+
+
+def _open(opts):
+    from catrl.engines.factory import open_engine
+
+    if not opts.base_url and opts.model in models.REGISTRY and not models.is_pulled(opts.model):
+        models_pull(opts.model)
+    return open_engine(opts)
+
+
+def _policy_and_anchor(opts, anchor_model, anchor_base_url):
+    """At test time the anchor is the same frozen model unless told otherwise: one engine serves both."""
+    from dataclasses import replace
+
+    policy = _open(opts)
+    if anchor_model is None and anchor_base_url is None:
+        return policy, policy
+    aopts = replace(opts, model=anchor_model or opts.model, base_url=anchor_base_url)
+    return policy, _open(aopts)
+
+
+def _sampling(temperature, top_p, top_k, max_tokens, seed, logprobs=False):
+    from catrl.types import Sampling
+
+    return Sampling(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed, logprobs=logprobs)
+
+
+AnchorModelOpt = Annotated[str | None, typer.Option("--anchor-model", help="Anchor model (default: the policy model, frozen).")]
+AnchorUrlOpt = Annotated[str | None, typer.Option("--anchor-base-url", help="Anchor on an OpenAI-compatible server.")]
+GOpt = Annotated[int, typer.Option("--g", "-g", help="Rollouts per question (G).")]
+
+
+@app.command("eval")
+def eval_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="gsm8k, math500, or a .jsonl/.parquet file with a gold field.")] = "gsm8k",
+    field: Annotated[list[str] | None, typer.Option("--field", help="Field map FIELD=COLUMN (question, id, gold).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions.")] = None,
+    g: GOpt = 8,
+    methods: Annotated[str, typer.Option("--methods", help="Comma list of: single, majority, min_ppl, self_bon, usc, mutual, cat.")] = "single,majority,min_ppl,cat",
+    method_limit: Annotated[list[str] | None, typer.Option("--method-limit", help="Run a method on the first N questions only, e.g. mutual=50.")] = None,
+    sweep: Annotated[str, typer.Option("--sweep", help="G values for the accuracy-vs-G plot (first k rollouts reused); '' to skip.")] = "1,2,4,8",
+    sweep_limit: Annotated[int | None, typer.Option("--sweep-limit", help="Questions in the sweep (default: all).")] = None,
+    match: Annotated[str, typer.Option("--match", help="symbolic (math-verify) or string (the paper's boxed-string match).")] = "symbolic",
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: out/eval-<dataset>).")] = None,
+    temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20,
+    max_tokens: Annotated[int, typer.Option(help="Max new tokens per rollout.")] = 512,
+    anchor_max_tokens: Annotated[int, typer.Option(help="Max new tokens of the synthesized reference.")] = 1024,
+    seed: int = 0,
+    model: ModelOpt = models.DEFAULT_MODEL, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
+    anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None,
+    cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096,
+    threads: ThreadsOpt = None, timeout: TimeoutOpt = None, concurrency: ConcOpt = 16,
+) -> None:
+    """Evaluate test-time CaT against the paper's baselines on one shared set of rollouts; write results, a plot and an HTML audit page."""
+    from dataclasses import asdict
+
+    from catrl.datasets import parse_field_map
+    from catrl.evaluate import EvalConfig, run_eval, summarize, write_results
+    from catrl.report.html import write_html
+    from catrl.report.plots import plot_sweep
+    from catrl.report.table import analyses_table, method_table, paired_table
+
+    try:
+        limits = {}
+        for item in method_limit or []:
+            name, _, num = item.partition("=")
+            if not num.isdigit():
+                raise typer.BadParameter(f"--method-limit {item!r}: expected METHOD=N")
+            limits[name] = int(num)
+        cfg = EvalConfig(
+            dataset=dataset, field_map=parse_field_map(field), limit=limit, g=g,
+            sampling=_sampling(temperature, top_p, top_k, max_tokens, seed, logprobs=True),
+            anchor_sampling=_sampling(temperature, top_p, top_k, anchor_max_tokens, seed),
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()), method_limits=limits,
+            g_sweep=tuple(int(k) for k in sweep.split(",") if k.strip()), sweep_limit=sweep_limit, match=match,
+        )
+        cfg.check()
+        opts = _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache)
+        policy, anchor = _policy_and_anchor(opts, anchor_model, anchor_base_url)
+        with _progress() as prog:
+            tasks: dict[str, int] = {}
+
+            def tick(stage, done, total):
+                if stage not in tasks:
+                    tasks[stage] = prog.add_task(stage, total=total)
+                prog.update(tasks[stage], completed=done, total=total)
+
+            results = run_eval(policy, anchor, cfg, progress=tick)
+        summary = summarize(results, match)
+        summary["config"] = {"dataset": dataset, "limit": limit, "g": g, "policy": policy.identity, "anchor": anchor.identity,
+                             "sampling": cfg.sampling.to_dict(), "anchor_sampling": cfg.anchor_sampling.to_dict(), "match": match}
+        out_dir = out_dir or Path("out") / f"eval-{Path(dataset).stem}"
+        write_results(results, summary, out_dir)
+        plot = plot_sweep(summary, out_dir / "accuracy_vs_g.png")
+        page = write_html([asdict(r) for r in results], summary, out_dir / "report.html", f"CaT on {dataset}", plot.name if plot else None)
+    except CatrlError as e:
+        _fail(e)
+        return
+    out.print(method_table(summary))
+    if summary["paired"]:
+        out.print(paired_table(summary))
+    out.print(analyses_table(summary))
+    out.print(f"results: {out_dir / 'results.jsonl'}  summary: {out_dir / 'summary.json'}  report: {page}" + (f"  plot: {plot}" if plot else ""))
+
+
+@app.command()
+def answer(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    g: GOpt = 8,
+    temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, max_tokens: int = 512, seed: int = 0,
+    show_reference: Annotated[bool, typer.Option("--show-reference/--answer-only", help="Print the synthesized reference text.")] = True,
+    model: ModelOpt = models.DEFAULT_MODEL, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
+    anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None,
+    cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096,
+    threads: ThreadsOpt = None, timeout: TimeoutOpt = None, concurrency: ConcOpt = 16,
+) -> None:
+    """Answer one question: G rollouts, their majority answer, and the CaT reference synthesized from them."""
+    from catrl.rollouts import build_request
+    from catrl.selection import majority
+    from catrl.synthesis import synthesize
+    from catrl.types import Example
+    from catrl.verify import extract_answer
+
+    try:
+        opts = _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache)
+        policy, anchor = _policy_and_anchor(opts, anchor_model, anchor_base_url)
+        sampling = _sampling(temperature, top_p, top_k, max_tokens, seed)
+        with console.status(f"sampling {g} rollouts"):
+            comps = policy.generate([build_request(Example("q", question), "solve")], sampling, n=g)[0]
+        texts = [c.text for c in comps]
+        with console.status("synthesizing the reference (the anchor does not see the question)"):
+            ref = synthesize(anchor, texts, sampling=_sampling(temperature, top_p, top_k, 2 * max_tokens, seed))
+    except CatrlError as e:
+        _fail(e)
+        return
+    t = Table("rollout", "answer", "tokens")
+    for i, (c, txt) in enumerate(zip(comps, texts), 1):
+        t.add_row(str(i), str(extract_answer(txt)), str(c.completion_tokens))
+    out.print(t)
+    maj = majority(texts)
+    out.print(f"majority answer: [bold]{maj.answer}[/] ({maj.detail.get('votes', 0)}/{g} votes)")
+    if show_reference:
+        out.print("[bold]CaT reference:[/]")
+        out.print(ref.text, markup=False, highlight=False)
+    out.print(f"CaT answer: [bold]{ref.answer}[/]")
+
+
+@app.command()
+def label(
+    data: Annotated[str, typer.Argument(help="Unlabeled questions: packaged name, .jsonl/.parquet, or a saved HF dataset dir.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output JSONL (resumed if it exists).")],
+    field: Annotated[list[str] | None, typer.Option("--field", help="Field map FIELD=COLUMN.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit")] = None,
+    g: GOpt = 8,
+    temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, max_tokens: int = 512, seed: int = 0,
+    model: ModelOpt = models.DEFAULT_MODEL, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
+    anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None,
+    cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096,
+    threads: ThreadsOpt = None, timeout: TimeoutOpt = None, concurrency: ConcOpt = 16,
+) -> None:
+    """Label an unlabeled dataset with CaT references (no gold used): reference text, answer, agreement stats. Resumable."""
+    from catrl.datasets import load_examples, parse_field_map
+    from catrl.labeling import label_file
+
+    try:
+        examples = load_examples(data, parse_field_map(field), limit=limit)
+        opts = _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache)
+        policy, anchor = _policy_and_anchor(opts, anchor_model, anchor_base_url)
+        with _progress() as prog:
+            task = prog.add_task(f"labeling {len(examples)} rows (G={g})", total=len(examples))
+            stats = label_file(policy, anchor, examples, _sampling(temperature, top_p, top_k, max_tokens, seed),
+                               _sampling(temperature, top_p, top_k, 2 * max_tokens, seed), g, output,
+                               on_row=lambda d, t: prog.update(task, completed=d))
+    except CatrlError as e:
+        _fail(e)
+        return
+    out.print(f"labeled {stats['written']} rows ({stats['resumed']} already done) -> {output}; "
+              f"reference agrees with the majority on {stats['agree_with_majority']}/{stats['written']}")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

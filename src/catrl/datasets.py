@@ -15,8 +15,18 @@ from typing import Any
 from catrl.errors import InputError
 from catrl.types import Example
 
-PACKAGED = {"gsm8k": "gsm8k_test.jsonl"}
+PACKAGED = {"gsm8k": "gsm8k_test.jsonl", "math500": "math500.jsonl"}
+PACKAGED_FIELDS = {"math500": {"question": "problem", "gold": "answer", "id": "unique_id"}}
 DEFAULT_FIELDS = {"question": "question", "id": "id", "gold": "answer"}
+
+
+def gold_answer(source: str, gold: str | None) -> str | None:
+    """The final answer inside a gold field: GSM8K solutions end in '#### X'."""
+    if gold is None:
+        return None
+    if "####" in gold:
+        return gold.rsplit("####", 1)[1].strip().replace(",", "")
+    return gold.strip()
 
 
 def parse_field_map(items: list[str] | None) -> dict[str, str]:
@@ -92,7 +102,7 @@ def _iter_hf(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def load_examples(source: str, field_map: dict[str, str] | None = None, limit: int | None = None) -> list[Example]:
     """Rows of a dataset as Examples. The question field must exist; id and gold are optional."""
-    fm = {**DEFAULT_FIELDS, **(field_map or {})}
+    fm = {**DEFAULT_FIELDS, **PACKAGED_FIELDS.get(source, {}), **(field_map or {})}
     out: list[Example] = []
     for where, rec in iter_records(source):
         if limit is not None and len(out) >= limit:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 
 from catrl import prompting
-from catrl.engines.base import Engine
+from catrl.engines.base import Engine, OnResult
 from catrl.errors import InputError
 from catrl.types import ChatRequest, Reference, Sampling
 from catrl.verify import extract_answer
@@ -50,6 +50,7 @@ def synthesize_many(
     sampling: Sampling | None = None,
     questions: Sequence[str] | None = None,
     ids: Sequence[str] | None = None,
+    on_result: OnResult | None = None,
 ) -> list[Reference]:
     """One reference per group, all groups sent to the anchor in one batched call."""
     sampling = sampling or Sampling(max_tokens=1024)
@@ -57,7 +58,7 @@ def synthesize_many(
         synthesis_request(g, mode, questions[i] if questions is not None else None, ids[i] if ids else str(i))
         for i, g in enumerate(groups)
     ]
-    outs = anchor.generate(reqs, sampling, n=1)
+    outs = anchor.generate(reqs, sampling, n=1, on_result=on_result)
     refs = []
     for req, (comp,) in zip(reqs, outs, strict=True):
         answer = extract_answer(comp.text) if mode == "reasoning" else None

@@ -1,0 +1,238 @@
+"""Benchmark runs of test-time CaT against the paper's baselines, on one shared set of rollouts.
+
+Rollouts are generated once per (dataset, policy, G, sampling, seed) and every method chooses or
+synthesizes from those same rollouts; every model call is cached, so a killed run resumes. Gold
+answers are used only to score, never shown to a method.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from catrl import selection
+from catrl.datasets import gold_answer, load_examples
+from catrl.engines.base import Engine
+from catrl.errors import InputError
+from catrl.metrics import accuracy, paired_diff
+from catrl.rollouts import build_request
+from catrl.synthesis import synthesize_many
+from catrl.types import Example, Sampling
+from catrl.verify import equivalent, extract_answer
+
+log = logging.getLogger(__name__)
+
+METHODS = ("single", "majority", "min_ppl", "self_bon", "usc", "mutual", "cat")
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class EvalConfig:
+    dataset: str = "gsm8k"
+    field_map: dict[str, str] | None = None
+    limit: int | None = None
+    g: int = 8
+    prompt: str = "solve"
+    sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.7, top_p=0.8, top_k=20, max_tokens=512, seed=0, logprobs=True))
+    anchor_sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.7, top_p=0.8, top_k=20, max_tokens=1024, seed=0))
+    methods: tuple[str, ...] = ("single", "majority", "min_ppl", "cat")
+    method_limits: dict[str, int] = field(default_factory=dict)  # run a method on the first N questions only
+    g_sweep: tuple[int, ...] = (1, 2, 4, 8)
+    sweep_limit: int | None = None  # questions in the accuracy-vs-G sweep (default: all)
+    match: str = "symbolic"
+
+    def check(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise InputError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+        if any(k < 1 or k > self.g for k in self.g_sweep):
+            raise InputError(f"every G in the sweep must be in 1..{self.g}, got {self.g_sweep}")
+
+
+@dataclass
+class QuestionResult:
+    id: str
+    question: str
+    gold: str | None
+    rollouts: list[dict[str, Any]]  # text, answer, correct, finish_reason, mean_nll
+    majority: dict[str, Any]
+    reference: dict[str, Any] | None  # text, answer, prompt, correct
+    methods: dict[str, dict[str, Any]]  # name -> index, answer, correct, flags
+    sweep: dict[str, dict[str, Any]] = field(default_factory=dict)  # "k" -> cat/majority answers and correctness
+
+
+def _correct(gold: str | None, answer: str | None, match: str) -> bool:
+    if gold is None or answer is None:
+        return False
+    return equivalent(gold, answer, mode=match).equal
+
+
+def run_eval(policy: Engine, anchor: Engine, cfg: EvalConfig, progress: Progress | None = None) -> list[QuestionResult]:
+    """All methods on the same rollouts; returns one record per question."""
+    cfg.check()
+    tick = progress or (lambda stage, done, total: None)
+    examples = load_examples(cfg.dataset, cfg.field_map, cfg.limit)
+    golds = [gold_answer(cfg.dataset, e.gold) for e in examples]
+    if all(g is None for g in golds):
+        raise InputError(f"{cfg.dataset}: no gold answers to score against; map one with --field gold=COLUMN")
+    n = len(examples)
+    cap = lambda m: min(n, cfg.method_limits.get(m, n))  # noqa: E731
+
+    # 1) rollouts, shared by every method
+    requests = [build_request(e, cfg.prompt) for e in examples]
+    done = [0]
+
+    def on_rollouts(i, comps):
+        done[0] += 1
+        tick("rollouts", done[0], n)
+
+    groups = policy.generate(requests, cfg.sampling, n=cfg.g, on_result=on_rollouts)
+    texts = [[c.text for c in g] for g in groups]
+    answers = [[extract_answer(t) for t in g] for g in texts]
+
+    # 2) CaT: the anchor synthesizes from the rollouts alone
+    results_methods: list[dict[str, dict[str, Any]]] = [{} for _ in examples]
+    refs = None
+    if "cat" in cfg.methods:
+        k = cap("cat")
+        refs = synthesize_many(anchor, texts[:k], "reasoning", cfg.anchor_sampling, ids=[e.id for e in examples[:k]],
+                               on_result=_counter(tick, "synthesis", k))
+        for i, ref in enumerate(refs):
+            results_methods[i]["cat"] = {"index": None, "answer": ref.answer, "flags": [] if ref.answer else ["no_reference_answer"]}
+
+    # 3) baselines
+    for i in range(cap("single") if "single" in cfg.methods else 0):
+        results_methods[i]["single"] = _sel(selection.single(texts[i]))
+    majorities = [selection.majority(g, cfg.match) for g in texts]
+    if "majority" in cfg.methods:
+        for i in range(cap("majority")):
+            results_methods[i]["majority"] = _sel(majorities[i])
+    if "min_ppl" in cfg.methods:
+        k = cap("min_ppl")
+        for i, s in enumerate(selection.min_perplexity(policy, requests[:k], groups[:k])):
+            results_methods[i]["min_ppl"] = _sel(s)
+    questions = [e.question for e in examples]
+    for name, fn in (("self_bon", selection.self_select), ("usc", selection.universal_self_consistency)):
+        if name in cfg.methods:
+            k = cap(name)
+            tick(name, 0, k)
+            for i, s in enumerate(fn(policy, questions[:k], texts[:k])):
+                results_methods[i][name] = _sel(s)
+            tick(name, k, k)
+    if "mutual" in cfg.methods:
+        k = cap("mutual")
+        for i in range(k):
+            results_methods[i]["mutual"] = _sel(selection.mutual_predictability(policy, questions[i : i + 1], texts[i : i + 1])[0])
+            tick("mutual", i + 1, k)
+
+    # 4) accuracy versus G, reusing the first k rollouts
+    sweep: list[dict[str, dict[str, Any]]] = [{} for _ in examples]
+    if "cat" in cfg.methods and cfg.g_sweep:
+        ks = min(cap("cat"), cfg.sweep_limit if cfg.sweep_limit is not None else n)
+        for g in cfg.g_sweep:
+            if g == cfg.g:
+                sub = refs[:ks]
+            else:
+                sub = synthesize_many(anchor, [t[:g] for t in texts[:ks]], "reasoning", cfg.anchor_sampling,
+                                      on_result=_counter(tick, f"synthesis G={g}", ks))
+            for i in range(ks):
+                maj = selection.majority(texts[i][:g], cfg.match)
+                sweep[i][str(g)] = {"cat": sub[i].answer, "cat_correct": _correct(golds[i], sub[i].answer, cfg.match),
+                                    "majority": maj.answer, "majority_correct": _correct(golds[i], maj.answer, cfg.match)}
+
+    # 5) score against gold
+    out = []
+    for i, e in enumerate(examples):
+        for m in results_methods[i].values():
+            m["correct"] = _correct(golds[i], m["answer"], cfg.match)
+        rolls = [
+            {"text": c.text, "answer": a, "correct": _correct(golds[i], a, cfg.match), "finish_reason": c.finish_reason,
+             "mean_nll": selection.mean_nll(c)}
+            for c, a in zip(groups[i], answers[i])
+        ]
+        ref = None
+        if refs is not None and i < len(refs):
+            ref = {**refs[i].to_dict(), "correct": _correct(golds[i], refs[i].answer, cfg.match)}
+        maj = majorities[i]
+        out.append(QuestionResult(
+            id=e.id, question=e.question, gold=golds[i], rollouts=rolls,
+            majority={"answer": maj.answer, "index": maj.index, **maj.detail}, reference=ref,
+            methods=results_methods[i], sweep=sweep[i],
+        ))
+    return out
+
+
+def _counter(tick: Progress, stage: str, total: int):
+    done = [0]
+
+    def on_result(i, comps):
+        done[0] += 1
+        tick(stage, done[0], total)
+
+    tick(stage, 0, total)
+    return on_result
+
+
+def _sel(s: selection.Selection) -> dict[str, Any]:
+    return {"index": s.index, "answer": s.answer, "flags": s.flags}
+
+
+# -- summaries ---------------------------------------------------------------------------------
+def summarize(results: list[QuestionResult], match: str = "symbolic") -> dict[str, Any]:
+    """Accuracy with CIs per method, paired differences of CaT, and the paper's analyses."""
+    methods = [m for m in METHODS if any(m in r.methods for r in results)]
+    summary: dict[str, Any] = {"questions": len(results), "methods": {}, "paired": {}, "analyses": {}, "sweep": {}}
+    for m in methods:
+        correct = [r.methods[m]["correct"] for r in results if m in r.methods]
+        summary["methods"][m] = asdict(accuracy(correct))
+    if "cat" in methods:
+        for other in ("majority", "single", "min_ppl", "self_bon", "usc", "mutual"):
+            pairs = [(r.methods["cat"]["correct"], r.methods[other]["correct"]) for r in results if "cat" in r.methods and other in r.methods]
+            if pairs:
+                summary["paired"][f"cat-{other}"] = asdict(paired_diff([a for a, _ in pairs], [b for _, b in pairs]))
+        with_cat = [r for r in results if "cat" in r.methods]
+        disagree = [r for r in with_cat if not _same(r.methods["cat"]["answer"], r.majority["answer"], match)]
+        all_wrong = [r for r in with_cat if not any(x["correct"] for x in r.rollouts)]
+        summary["analyses"] = {
+            "disagree_with_majority_share": len(disagree) / len(with_cat) if with_cat else float("nan"),
+            "disagree_count": len(disagree),
+            "cat_accuracy_when_disagreeing": asdict(accuracy([r.methods["cat"]["correct"] for r in disagree])),
+            "majority_accuracy_when_disagreeing": asdict(accuracy([_maj_correct(r) for r in disagree])),
+            "cat_right_all_rollouts_wrong_share": sum(r.methods["cat"]["correct"] for r in all_wrong) / len(with_cat) if with_cat else float("nan"),
+            "cat_right_all_rollouts_wrong_count": sum(r.methods["cat"]["correct"] for r in all_wrong),
+            "all_rollouts_wrong_count": len(all_wrong),
+        }
+        ks = sorted({int(k) for r in results for k in r.sweep})
+        for k in ks:
+            rows = [r.sweep[str(k)] for r in results if str(k) in r.sweep]
+            summary["sweep"][str(k)] = {
+                "cat": asdict(accuracy([x["cat_correct"] for x in rows])),
+                "majority": asdict(accuracy([x["majority_correct"] for x in rows])),
+            }
+    return summary
+
+
+def _same(a: str | None, b: str | None, match: str) -> bool:
+    if a is None or b is None:
+        return a is b
+    return equivalent(b, a, mode=match).equal
+
+
+def _maj_correct(r: QuestionResult) -> bool:
+    return bool(r.methods.get("majority", {}).get("correct", False))
+
+
+def write_results(results: list[QuestionResult], summary: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "results.jsonl", "w", encoding="utf-8") as f:
+        for r in results:
+            f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def examples_of(cfg: EvalConfig) -> list[Example]:
+    return load_examples(cfg.dataset, cfg.field_map, cfg.limit)

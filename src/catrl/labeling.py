@@ -1,0 +1,77 @@
+"""`catrl label`: reference-free labels for an unlabeled dataset.
+
+Per row: G rollouts from the policy, one reference synthesized by the anchor from the rollouts alone,
+and agreement statistics. Rows are processed in chunks (one batched policy call, one batched anchor
+call each) and appended in input order; rows already in the output are skipped, and every model call
+is cached, so a killed run resumes. Output schema, one line a row:
+{"id", "question", "reference", "answer", "majority_answer", "agrees_with_majority", "agreement",
+ "rollout_answers", "flags", "anchor_prompt_chars"}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from catrl.engines.base import Engine
+from catrl.rewards import verifiable_rewards
+from catrl.rollouts import build_request, read_done
+from catrl.selection import majority
+from catrl.synthesis import synthesize_many
+from catrl.types import Example, Sampling
+from catrl.verify import equivalent
+
+
+def label_record(example: Example, rollouts: list[str], ref, match: str = "symbolic") -> dict[str, Any]:
+    rec = verifiable_rewards(ref, rollouts, mode=match)
+    maj = majority(rollouts, match)
+    agrees = ref.answer is not None and maj.answer is not None and equivalent(maj.answer, ref.answer, mode=match).equal
+    return {
+        "id": example.id,
+        "question": example.question,
+        "reference": ref.text,
+        "answer": ref.answer,
+        "majority_answer": maj.answer,
+        "agrees_with_majority": agrees,
+        "agreement": sum(rec.matches) / len(rollouts),
+        "rollout_answers": rec.answers,
+        "flags": rec.flags,
+        "anchor_prompt_chars": sum(len(m["content"]) for m in ref.prompt),
+    }
+
+
+def label_file(
+    policy: Engine,
+    anchor: Engine,
+    examples: list[Example],
+    sampling: Sampling,
+    anchor_sampling: Sampling,
+    g: int,
+    out_path: Path,
+    prompt: str = "solve",
+    chunk: int = 16,
+    on_row: Callable[[int, int], None] | None = None,
+) -> dict[str, int]:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    done = read_done(out_path)
+    todo = [e for e in examples if e.id not in done]
+    stats = {"resumed": len(examples) - len(todo), "written": 0, "agree_with_majority": 0}
+    if on_row:
+        on_row(stats["resumed"], len(examples))
+    with open(out_path, "a", encoding="utf-8") as out:
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            groups = policy.generate([build_request(e, prompt) for e in part], sampling, n=g)
+            texts = [[c.text for c in grp] for grp in groups]
+            refs = synthesize_many(anchor, texts, "reasoning", anchor_sampling, ids=[e.id for e in part])
+            for e, t, ref in zip(part, texts, refs, strict=True):
+                rec = label_record(e, t, ref)
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                out.flush()
+                stats["written"] += 1
+                stats["agree_with_majority"] += int(rec["agrees_with_majority"])
+                if on_row:
+                    on_row(stats["resumed"] + stats["written"], len(examples))
+    return stats

@@ -1,0 +1,1 @@
+"""Report files of an evaluation: terminal table data, PNG plots, one auditable HTML page."""

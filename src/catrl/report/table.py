@@ -1,0 +1,40 @@
+"""The terminal summary of an evaluation (rich tables)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def method_table(summary: dict[str, Any]) -> Table:
+    t = Table(title=f"accuracy on {summary['questions']} questions (95% Wilson CI)")
+    for col in ("method", "n", "accuracy", "95% CI"):
+        t.add_column(col)
+    for m, a in summary["methods"].items():
+        t.add_row(m, str(a["n"]), f"{a['mean']:.3f}", f"[{a['lo']:.3f}, {a['hi']:.3f}]")
+    return t
+
+
+def paired_table(summary: dict[str, Any]) -> Table:
+    t = Table(title="paired differences (bootstrap 95% CI; McNemar exact p)")
+    for col in ("pair", "n", "diff", "95% CI", "only CaT right", "only other right", "p"):
+        t.add_column(col)
+    for k, d in summary["paired"].items():
+        t.add_row(k, str(d["n"]), f"{d['diff']:+.3f}", f"[{d['lo']:+.3f}, {d['hi']:+.3f}]", str(d["a_only"]), str(d["b_only"]), f"{d['mcnemar_p']:.3g}")
+    return t
+
+
+def analyses_table(summary: dict[str, Any]) -> Table:
+    t = Table(title="the paper's analyses")
+    t.add_column("figure")
+    t.add_column("value")
+    for k, v in (summary.get("analyses") or {}).items():
+        if isinstance(v, dict):
+            v = f"{v['mean']:.3f} (n={v['n']}, [{v['lo']:.3f}, {v['hi']:.3f}])"
+        elif isinstance(v, float):
+            v = f"{v:.3f}"
+        t.add_row(k, str(v))
+    for k, row in (summary.get("sweep") or {}).items():
+        t.add_row(f"G={k}: CaT / majority", f"{row['cat']['mean']:.3f} / {row['majority']['mean']:.3f} (n={row['cat']['n']})")
+    return t

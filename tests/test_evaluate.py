@@ -1,0 +1,60 @@
+"""The evaluation harness end to end with a scripted policy and anchor (orchestration only; the real
+model run is in test_real_cat.py)."""
+
+import json
+
+from catrl.evaluate import EvalConfig, run_eval, summarize, write_results
+from catrl.report.html import write_html
+from catrl.report.plots import plot_sweep
+from catrl.types import Completion, TokenLogprob
+from fakes import ScriptedEngine
+
+
+class RolloutEngine(ScriptedEngine):
+    """Policy: for GSM8K question 0 (gold 18) most rollouts say 16; the anchor answers 18."""
+
+    def generate(self, requests, sampling, n=1, on_result=None):
+        out = []
+        for i, r in enumerate(requests):
+            self.requests.append(r)
+            text = r.messages[-1]["content"]
+            if "<candidate" in text and "<choice>" not in text:  # the anchor's synthesis prompt
+                comps = [Completion("Careful: 16 - 3 - 4 = 9 eggs, 9 * 2 = \\boxed{18}", "stop", 10, 5)]
+            elif "<choice>" in text:
+                comps = [Completion("<choice>1</choice>", "stop", 10, 5)]
+            else:
+                answers = ["16", "16", "18", "16", "20", "16", "18", "16"][:n]
+                comps = [Completion(f"... \\boxed{{{a}}}", "stop", 10, 3, [TokenLogprob("x", -0.1 * (k + 1))]) for k, a in enumerate(answers)]
+            if on_result:
+                on_result(i, comps)
+            out.append(comps)
+        return out
+
+
+def test_eval_pipeline_writes_results_summary_plot_and_html(tmp_path):
+    eng = RolloutEngine()
+    cfg = EvalConfig(dataset="gsm8k", limit=3, methods=("single", "majority", "min_ppl", "self_bon", "usc", "mutual", "cat"),
+                     method_limits={"mutual": 2}, g_sweep=(1, 2, 4, 8))
+    results = run_eval(eng, eng, cfg)
+    r0 = results[0]
+    assert r0.gold == "18" and r0.majority["answer"] == "16"
+    assert r0.methods["cat"]["answer"] == "18" and r0.methods["cat"]["correct"]
+    assert not r0.methods["majority"]["correct"] and r0.methods["single"]["answer"] == "16"
+    assert "mutual" in results[1].methods and "mutual" not in results[2].methods
+    assert set(r0.sweep) == {"1", "2", "4", "8"}
+    # the question never reaches the anchor's synthesis prompt
+    for req in eng.requests:
+        text = req.messages[-1]["content"]
+        if "<candidate" in text and "<choice>" not in text and "Other solutions" not in text:
+            assert "Janet" not in text
+    s = summarize(results)
+    assert s["methods"]["cat"]["correct"] == 1 and s["methods"]["majority"]["correct"] == 0
+    assert s["analyses"]["disagree_count"] == 3
+    assert s["paired"]["cat-majority"]["a_only"] == 1
+    write_results(results, s, tmp_path)
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["reference"]["answer"] == "18"
+    png = plot_sweep(s, tmp_path / "g.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    page = write_html([json.loads(x) for x in lines], s, tmp_path / "r.html", "t", "g.png").read_text()
+    assert "Janet" in page and "&lt;candidate" in page  # the anchor prompt is shown, escaped
