@@ -50,7 +50,7 @@ class LlamaServer:
     def start(self, timeout: float = 120) -> None:
         cmd = [
             sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--host", "127.0.0.1",
-            "--port", str(self.port), "--n_ctx", "2048", "--model_alias", "smol", "--logits_all", "false",
+            "--port", str(self.port), "--n_ctx", "2048", "--model_alias", "smol", "--logits_all", "true",
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)

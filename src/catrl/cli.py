@@ -194,7 +194,7 @@ def eval_cmd(
     g: GOpt = 8,
     methods: Annotated[str, typer.Option("--methods", help="Comma list of: single, majority, min_ppl, self_bon, usc, mutual, cat.")] = "single,majority,min_ppl,cat",
     method_limit: Annotated[list[str] | None, typer.Option("--method-limit", help="Run a method on the first N questions only, e.g. mutual=50.")] = None,
-    sweep: Annotated[str, typer.Option("--sweep", help="G values for the accuracy-vs-G plot (first k rollouts reused); '' to skip.")] = "1,2,4,8",
+    sweep: Annotated[str, typer.Option("--sweep", help="G values for the accuracy-vs-G plot (first k rollouts reused; values above --g are dropped); '' to skip.")] = "1,2,4,8",
     sweep_limit: Annotated[int | None, typer.Option("--sweep-limit", help="Questions in the sweep (default: all).")] = None,
     match: Annotated[str, typer.Option("--match", help="symbolic (math-verify) or string (the paper's boxed-string match).")] = "symbolic",
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: out/eval-<dataset>).")] = None,
@@ -228,7 +228,7 @@ def eval_cmd(
             sampling=_sampling(temperature, top_p, top_k, max_tokens, seed, logprobs=True),
             anchor_sampling=_sampling(temperature, top_p, top_k, anchor_max_tokens, seed),
             methods=tuple(m.strip() for m in methods.split(",") if m.strip()), method_limits=limits,
-            g_sweep=tuple(int(k) for k in sweep.split(",") if k.strip()), sweep_limit=sweep_limit, match=match,
+            g_sweep=tuple(k for k in (int(x) for x in sweep.split(",") if x.strip()) if k <= g), sweep_limit=sweep_limit, match=match,
         )
         cfg.check()
         opts = _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache)

@@ -6,10 +6,10 @@ siblings; every step then decodes one token of every live sequence in a single `
 New requests are admitted as sequences finish (continuous batching). Sampling runs in C with one
 seeded sampler chain per sequence, whose seed depends only on (seed, sample index).
 
-Determinism: with separate KV streams and llama.cpp's weight repacking off, a sequence's numbers
+Determinism: with separate KV streams, weight repacking off and flash attention off, a sequence's numbers
 do not depend on its batch mates (measured: identical logprobs alone and in any batch), so the
 same request gives the same samples however the work is split, and a resumed run reproduces an
-uninterrupted one exactly. A unified KV cache and repacked weights both break that.
+uninterrupted one exactly. A unified KV cache, repacked weights and CPU flash attention each break that.
 """
 
 from __future__ import annotations
@@ -125,14 +125,16 @@ class LlamaCppEngine:
         n_batch: int = 512,
         n_threads: int | None = None,
         timeout_s: float | None = None,
-        flash_attn: bool | None = None,
+        flash_attn: bool = False,
         repack: bool = False,
     ):
         """`model`: an embedded model name or a GGUF path. Up to `max_seqs` sequences decode together,
         each with its own KV stream of `n_ctx_seq` tokens (prompt + completion). `timeout_s` bounds one
         generate/score call. `repack` turns on llama.cpp's weight repacking: a few percent faster, but
         then a sequence's numbers depend on how many others share its batch, so samples are no longer
-        the same whatever else is decoded with them."""
+        the same whatever else is decoded with them. `flash_attn` likewise: llama.cpp's CPU flash
+        attention splits a lone sequence's KV across threads once it passes 512 cells, which changes
+        its numbers relative to the same sequence decoded beside others."""
         _silence_llama_logs()
         self.path = models.resolve(model)
         sha = models.REGISTRY[model].sha256 if model in models.REGISTRY else file_sha256(self.path)
@@ -154,8 +156,7 @@ class LlamaCppEngine:
         cparams.n_ubatch = n_batch
         cparams.n_seq_max = max_seqs
         cparams.kv_unified = False  # one KV stream per sequence: attention never spans batch mates
-        if flash_attn is not None:
-            cparams.flash_attn_type = int(flash_attn)
+        cparams.flash_attn_type = int(flash_attn)
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         self._ctx = internals.LlamaContext(model=self._model, params=cparams, verbose=False)
@@ -237,11 +238,13 @@ class LlamaCppEngine:
     ) -> list[list[Completion]]:
         deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
         prompts = [self.tokenize_prompt(r) for r in requests]
+        # a completion may use what the prompt leaves of the sequence's context (then finish "length")
+        limits = [min(sampling.max_tokens, self.n_ctx_seq - len(p)) for p in prompts]
         for r, p in enumerate(prompts):
-            if len(p) + sampling.max_tokens > self.n_ctx_seq:
+            if limits[r] < 1:
                 raise InputError(
-                    f"request {requests[r].id or r}: prompt of {len(p)} tokens + max_tokens {sampling.max_tokens} "
-                    f"exceeds the engine's per-sequence context of {self.n_ctx_seq} tokens"
+                    f"request {requests[r].id or r}: prompt of {len(p)} tokens leaves no room in the engine's "
+                    f"per-sequence context of {self.n_ctx_seq} tokens (raise --ctx)"
                 )
         results: list[list[Completion | None]] = [[None] * n for _ in requests]
         remaining = [n] * len(requests)
@@ -306,7 +309,7 @@ class LlamaCppEngine:
                     finish(seq, "stop")
                     return
                 seq.text_len = len(text)
-            if len(seq.tokens) >= sampling.max_tokens:
+            if len(seq.tokens) >= limits[seq.r]:
                 finish(seq, "length")
                 return
             live.append(seq)

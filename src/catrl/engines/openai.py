@@ -134,6 +134,7 @@ class OpenAIEngine:
             body["stop"] = list(sampling.stop)
         if sampling.logprobs:
             body["logprobs"] = True
+            body["top_logprobs"] = 1  # some servers (llama-cpp-python's) return none without it
         return body
 
     async def _call(self, client: httpx.AsyncClient, req: ChatRequest, sampling: Sampling, n: int) -> list[Completion]:
