@@ -110,8 +110,7 @@ def test_real_server_generate_n_and_logprobs(llama_server):
     for g in out:
         assert all(c.text and c.completion_tokens > 0 for c in g)
         assert all(c.logprobs and all(t.logprob <= 0 for t in c.logprobs) for c in g)
-    again = eng.generate(reqs, Sampling(temperature=0.8, max_tokens=16, seed=1, logprobs=True), n=3)
-    assert [[c.text for c in g] for g in out] == [[c.text for c in g] for g in again]
+    assert eng._native_n is False  # llama-cpp-python's server ignores n: the engine fanned out
 
 
 @pytest.mark.real_model
