@@ -114,7 +114,6 @@ def generate(
 ) -> None:
     """Sample n completions per dataset row into JSONL (resumable; every call cached)."""
     from catrl.datasets import load_examples, parse_field_map
-    from catrl.engines.factory import EngineOptions, open_engine
     from catrl.rollouts import generate_file
     from catrl.types import Sampling
 
@@ -122,13 +121,7 @@ def generate(
         examples = load_examples(data, parse_field_map(field), limit=limit)
         output = output or Path(f"{Path(data).stem}.rollouts.jsonl")
         sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed, stop=tuple(stop or ()))
-        opts = EngineOptions(
-            model=model, base_url=base_url, api_key=api_key, max_seqs=max_seqs, n_ctx_seq=ctx, threads=threads,
-            concurrency=concurrency, timeout_s=timeout, cache_path=cache, use_cache=not no_cache,
-        )
-        if not base_url and model in models.REGISTRY and not models.is_pulled(model):
-            models_pull(model)
-        engine = open_engine(opts)
+        engine = _open(_engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache))
         t0 = time.perf_counter()
         with _progress() as prog:
             task = prog.add_task(f"generating {n} x {len(examples)} rows", total=len(examples))

@@ -21,7 +21,7 @@ from catrl.errors import InputError
 from catrl.metrics import accuracy, paired_diff
 from catrl.rollouts import build_request
 from catrl.synthesis import synthesize_many
-from catrl.types import Example, Sampling
+from catrl.types import Sampling
 from catrl.verify import equivalent, extract_answer
 
 log = logging.getLogger(__name__)
@@ -233,6 +233,3 @@ def write_results(results: list[QuestionResult], summary: dict[str, Any], out_di
             f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
-
-def examples_of(cfg: EvalConfig) -> list[Example]:
-    return load_examples(cfg.dataset, cfg.field_map, cfg.limit)
