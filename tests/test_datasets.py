@@ -46,3 +46,23 @@ def test_bad_field_map_and_duplicate_ids(tmp_path):
     p.write_text('{"id": 1, "question": "a"}\n{"id": 1, "question": "b"}\n')
     with pytest.raises(InputError, match="duplicate"):
         load_examples(str(p))
+
+
+def test_packaged_full_math_test_set():
+    exs = load_examples("math")
+    assert len(exs) == 5000 and len({e.id for e in exs}) == 5000
+    assert all(e.gold for e in exs)
+    by_problem = {e.question: e.gold for e in exs}
+    math500 = load_examples("math500")
+    # MATH-500 is a subset of the MATH test set, with the same gold answers
+    assert all(m.question in by_problem for m in math500)
+    assert all(by_problem[m.question] == m.gold for m in math500)
+
+
+def test_gzipped_jsonl(tmp_path):
+    import gzip
+
+    p = tmp_path / "d.jsonl.gz"
+    with gzip.open(p, "wt") as f:
+        f.write('{"question": "q1", "answer": "1"}\n{"question": "q2", "answer": "2"}\n')
+    assert [e.question for e in load_examples(str(p))] == ["q1", "q2"]

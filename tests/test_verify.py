@@ -58,7 +58,7 @@ def slow_check(reference, candidate):
 
 
 def test_timeout_is_a_defined_outcome_from_a_worker_thread():
-    worker = _Worker(slow_check)
+    worker = _Worker("test_verify:slow_check")
     out = {}
 
     def run():

@@ -181,7 +181,7 @@ GOpt = Annotated[int, typer.Option("--g", "-g", help="Rollouts per question (G).
 
 @app.command("eval")
 def eval_cmd(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="gsm8k, math500, or a .jsonl/.parquet file with a gold field.")] = "gsm8k",
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="gsm8k, math500, math (the full 5,000-problem MATH test set), or a .jsonl[.gz]/.parquet file or HF dataset dir with a gold field.")] = "gsm8k",
     field: Annotated[list[str] | None, typer.Option("--field", help="Field map FIELD=COLUMN (question, id, gold).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions.")] = None,
     g: GOpt = 8,

@@ -6,6 +6,7 @@ e.g. {"question": "problem"}. Errors name the file, the line and the field.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from importlib import resources
@@ -15,8 +16,9 @@ from typing import Any
 from catrl.errors import InputError
 from catrl.types import Example
 
-PACKAGED = {"gsm8k": "gsm8k_test.jsonl", "math500": "math500.jsonl"}
-PACKAGED_FIELDS = {"math500": {"question": "problem", "gold": "answer", "id": "unique_id"}}
+PACKAGED = {"gsm8k": "gsm8k_test.jsonl", "math500": "math500.jsonl", "math": "math_test.jsonl.gz"}
+_MATH_FIELDS = {"question": "problem", "gold": "answer", "id": "unique_id"}
+PACKAGED_FIELDS = {"math500": _MATH_FIELDS, "math": _MATH_FIELDS}  # math: the full 5,000-problem test set
 DEFAULT_FIELDS = {"question": "question", "id": "id", "gold": "answer"}
 
 
@@ -56,14 +58,15 @@ def iter_records(source: str) -> Iterator[tuple[str, dict[str, Any]]]:
         yield from _iter_hf(path)
     elif path.suffix == ".parquet":
         yield from _iter_parquet(path)
-    elif path.suffix in {".jsonl", ".json", ".ndjson"}:
+    elif path.suffix in {".jsonl", ".json", ".ndjson"} or path.name.endswith((".jsonl.gz", ".ndjson.gz")):
         yield from _iter_jsonl(path, label=str(path))
     else:
-        raise InputError(f"{path}: unknown format {path.suffix!r}; use .jsonl, .parquet or a saved HF dataset directory")
+        raise InputError(f"{path}: unknown format {path.suffix!r}; use .jsonl (optionally .gz), .parquet or a saved HF dataset directory")
 
 
 def _iter_jsonl(path: Path, label: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as f:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue

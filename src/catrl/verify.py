@@ -3,15 +3,19 @@
 Extraction: the last \\boxed{...} (balanced braces), else GSM8K's "#### X", else "the answer is X".
 Equivalence: `mode="symbolic"` (default) asks math-verify with the reference as gold; `mode="string"`
 is the paper's plain boxed-string match. Model text is parsed, never evaluated: plain numbers are
-compared directly, everything else goes to math-verify (sympy) in a worker process that is killed
-and restarted when a check runs past its timeout, which works from any thread.
+compared directly, everything else goes to math-verify (sympy) in a worker process (verify_worker.py)
+that is killed and restarted when a check runs past its timeout, which works from any thread.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
+import json
+import os
 import re
+import select
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,11 +31,16 @@ _NUMBER = re.compile(r"^[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?$")
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} / \\fbox{...}, braces balanced; None if there is none or it never closes."""
-    starts = [m.end() for m in _BOX.finditer(text)]
-    for start in reversed(starts):
+    """Content of the last \\boxed{...} / \\fbox{...} that closes, braces balanced; None if none closes.
+
+    Linear time: a box still open when the next box starts encloses that box, and since the later
+    box never closes, neither does the outer one; so each box is scanned only up to the next."""
+    marks = list(_BOX.finditer(text))
+    for k in range(len(marks) - 1, -1, -1):
+        start = marks[k].end()
+        limit = marks[k + 1].start() if k + 1 < len(marks) else len(text)
         depth, i = 1, start
-        while i < len(text):
+        while i < limit:
             c = text[i]
             if c == "\\" and i + 1 < len(text):  # skip escaped characters such as \{ and \}
                 i += 2
@@ -108,7 +117,8 @@ def equivalent(reference: str, candidate: str, mode: str = "symbolic", timeout_s
 
 
 # -- the symbolic worker -------------------------------------------------------------------------
-def _symbolic_check(reference: str, candidate: str) -> bool:
+def symbolic_check(reference: str, candidate: str) -> bool:
+    """math-verify with `reference` as gold; runs inside the worker process only."""
     from math_verify import parse, verify
 
     gold = parse(f"\\boxed{{{reference}}}", parsing_timeout=None)
@@ -118,60 +128,61 @@ def _symbolic_check(reference: str, candidate: str) -> bool:
     return bool(verify(gold, pred, timeout_seconds=None))
 
 
-def _serve(conn, fn) -> None:
-    while True:
-        try:
-            ref, cand = conn.recv()
-        except EOFError:
-            return
-        try:
-            conn.send(("ok", fn(ref, cand)))
-        except Exception as e:  # noqa: BLE001 - any sympy failure is a defined outcome
-            conn.send(("error", repr(e)[:200]))
-
-
 class _Worker:
-    """One child process running math-verify; killed and replaced when a check times out."""
+    """One `python -m catrl.verify_worker` child; killed and replaced when a check times out."""
 
-    def __init__(self, fn=_symbolic_check) -> None:
-        self._fn = fn  # module-level, so the spawned child can import it
+    def __init__(self, fn: str = "catrl.verify:symbolic_check") -> None:
+        self._fn = fn  # "module:function", imported by the child
         self._lock = threading.Lock()
-        self._proc: mp.process.BaseProcess | None = None
-        self._conn = None
+        self._proc: subprocess.Popen | None = None
 
     def _start(self) -> None:
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, self._fn), daemon=True, name="catrl-verify")
-        self._proc.start()
-        child.close()
-        self._conn = parent
-        parent.send(("1", "1"))  # warm up: importing sympy takes seconds and must not count against a check
-        if not parent.poll(STARTUP_TIMEOUT_S):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "catrl.verify_worker", self._fn],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+        )
+        # warm up: importing sympy takes seconds and must not count against a check
+        if self._ask("1", "1", STARTUP_TIMEOUT_S) is None:
             self._kill()
             raise RuntimeError(f"the math-verify worker did not start within {STARTUP_TIMEOUT_S}s")
-        parent.recv()
+
+    def _ask(self, reference: str, candidate: str, timeout_s: float) -> list | None:
+        """The child's reply, or None if it did not answer within the timeout or died."""
+        assert self._proc is not None and self._proc.stdin is not None and self._proc.stdout is not None
+        try:
+            self._proc.stdin.write((json.dumps([reference, candidate]) + "\n").encode())
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return None
+        ready, _, _ = select.select([self._proc.stdout], [], [], timeout_s)
+        if not ready:
+            return None
+        line = self._proc.stdout.readline()
+        try:
+            return json.loads(line) if line else None
+        except ValueError:
+            return None
 
     def _kill(self) -> None:
         if self._proc is not None:
             self._proc.kill()
-            self._proc.join(5)
-        self._proc = self._conn = None
+            self._proc.wait(5)
+        self._proc = None
 
     def check(self, reference: str, candidate: str, timeout_s: float) -> Check:
         with self._lock:
-            if self._proc is None or not self._proc.is_alive():
+            if self._proc is None or self._proc.poll() is not None:
                 self._start()
-            try:
-                self._conn.send((reference, candidate))
-                if not self._conn.poll(timeout_s):
-                    log.warning("symbolic check timed out after %.1fs: %r vs %r", timeout_s, reference[:80], candidate[:80])
-                    self._kill()
-                    return Check(False, "timeout")
-                status, value = self._conn.recv()
-            except (EOFError, BrokenPipeError, OSError):
+            reply = self._ask(reference, candidate, timeout_s)
+            if reply is None:
+                dead = self._proc is not None and self._proc.poll() is not None
                 self._kill()
-                return Check(False, "parse_error")
+                if dead:
+                    return Check(False, "parse_error")
+                log.warning("symbolic check timed out after %.1fs: %r vs %r", timeout_s, reference[:80], candidate[:80])
+                return Check(False, "timeout")
+            status, value = reply
             if status != "ok":
                 return Check(False, "parse_error")
             return Check(bool(value))
