@@ -4,7 +4,8 @@ import pytest
 
 from catrl.errors import InputError
 from catrl.rewards import CaTReward
-from catrl.synthesis import escape_delimiters, synthesis_request, synthesize
+from catrl.delimit import escape_delimiters
+from catrl.synthesis import synthesis_request, synthesize
 from fakes import ScriptedEngine
 
 QUESTION = "Natalia sold clips to 48 of her friends in April, and then half as many in May. How many in total?"

@@ -14,11 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from catrl.errors import InputError
-from catrl.types import Example
+from catrl.types import Criterion, Example
 
-PACKAGED = {"gsm8k": "gsm8k_test.jsonl", "math500": "math500.jsonl", "math": "math_test.jsonl.gz"}
+PACKAGED = {
+    "gsm8k": "gsm8k_test.jsonl",
+    "math500": "math500.jsonl",
+    "math": "math_test.jsonl.gz",  # the full 5,000-problem MATH test set
+    "healthbench": "healthbench_eval.jsonl.gz",  # 500 conversations with physician rubrics
+    "healthbench_hard20": "healthbench_hard20.jsonl",  # the first 20 of HealthBench "hard"
+}
 _MATH_FIELDS = {"question": "problem", "gold": "answer", "id": "unique_id"}
-PACKAGED_FIELDS = {"math500": _MATH_FIELDS, "math": _MATH_FIELDS}  # math: the full 5,000-problem test set
+_HB_FIELDS = {"question": "prompt", "id": "prompt_id"}
+PACKAGED_FIELDS = {"math500": _MATH_FIELDS, "math": _MATH_FIELDS, "healthbench": _HB_FIELDS, "healthbench_hard20": _HB_FIELDS}
+ROLES = {"system", "user", "assistant", "developer"}
 DEFAULT_FIELDS = {"question": "question", "id": "id", "gold": "answer"}
 
 
@@ -103,6 +111,30 @@ def _iter_hf(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"{path}:row {i}", rec
 
 
+def _messages(where: str, col: str, value: list) -> list[dict[str, str]]:
+    out = []
+    for k, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise InputError(f"{where}: field {col!r}, message {k}: expected {{\"role\": one of {sorted(ROLES)}, \"content\": string}}")
+        out.append({"role": m["role"], "content": m["content"]})
+    if not any(m["role"] == "user" for m in out):
+        raise InputError(f"{where}: field {col!r} has no user message")
+    return out
+
+
+def _criteria(where: str, value: Any) -> list[Criterion]:
+    """HealthBench rubric items: {criterion, points, tags}."""
+    if not isinstance(value, list):
+        raise InputError(f"{where}: field 'rubrics' must be a list of {{criterion, points, tags}}")
+    out = []
+    for k, r in enumerate(value):
+        ok = isinstance(r, dict) and isinstance(r.get("criterion"), str) and isinstance(r.get("points"), int | float)
+        if not ok or isinstance(r.get("points"), bool):
+            raise InputError(f"{where}: field 'rubrics', item {k}: expected {{\"criterion\": string, \"points\": number, \"tags\": [..]}}")
+        out.append(Criterion(r["criterion"], float(r["points"]), [str(t) for t in r.get("tags") or []]))
+    return out
+
+
 def load_examples(source: str, field_map: dict[str, str] | None = None, limit: int | None = None) -> list[Example]:
     """Rows of a dataset as Examples. The question field must exist; id and gold are optional."""
     fm = {**DEFAULT_FIELDS, **PACKAGED_FIELDS.get(source, {}), **(field_map or {})}
@@ -118,8 +150,12 @@ def load_examples(source: str, field_map: dict[str, str] | None = None, limit: i
                 f"choose the question field with --field question=COLUMN"
             )
         q = rec[qcol]
-        if not isinstance(q, str) or not q.strip():
-            raise InputError(f"{where}: field {qcol!r} must be a non-empty string")
+        messages = None
+        if isinstance(q, list):  # a chat: HealthBench's format, or any list of {role, content}
+            messages = _messages(where, qcol, q)
+            q = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+        elif not isinstance(q, str) or not q.strip():
+            raise InputError(f"{where}: field {qcol!r} must be a non-empty string or a list of chat messages")
         rid = rec.get(fm["id"])
         gold = rec.get(fm["gold"])
         out.append(
@@ -128,6 +164,9 @@ def load_examples(source: str, field_map: dict[str, str] | None = None, limit: i
                 question=q,
                 gold=str(gold) if gold is not None else None,
                 source=where,
+                messages=messages,
+                criteria=_criteria(where, rec["rubrics"]) if "rubrics" in rec else None,
+                tags=[str(t) for t in rec.get("example_tags") or []],
             )
         )
     ids = [e.id for e in out]

@@ -5,17 +5,22 @@ its final answer is equivalent to the reference's, else 0. Defined outcomes inst
 inside a reward: a reference with no extractable answer gives every rollout 0 and the group flag
 `no_reference_answer`; a rollout with no answer gets 0 and `no_answer`; an equivalence check that
 times out gets 0 and `verify_timeout`. An empty group is the caller's bug: InputError.
+
+Free-form half (RubricReward): reference -> rubric -> judge verdicts -> fraction of criteria met;
+an empty rubric (the anchor never produced one) gives every rollout 0 with the rubric's flags.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from catrl.engines.base import Engine
 from catrl.errors import InputError
+from catrl.judging import judge_many
+from catrl.rubrics import propose_rubrics
 from catrl.synthesis import synthesize_many
-from catrl.types import Reference, RewardRecord, Sampling
+from catrl.types import Message, Reference, RewardRecord, Rubric, Sampling, Verdict
 from catrl.verify import DEFAULT_TIMEOUT_S, equivalent, extract_answer
 
 
@@ -62,3 +67,90 @@ class CaTReward:
         qs = list(questions) if self.include_question else None
         refs = synthesize_many(self.anchor, groups, "reasoning", self.sampling, questions=qs)
         return [verifiable_rewards(ref, g, self.match, self.timeout_s) for ref, g in zip(refs, groups, strict=True)]
+
+
+# -- free-form half ------------------------------------------------------------------------------
+def rubric_rewards(
+    reference: Reference | None, rubric: Rubric, verdicts: Sequence[Sequence[Verdict]], *, weighted: bool = False,
+    lengths: Sequence[int | None] | None = None, length_limit: int | None = 750, length_penalty: float = -1.0,
+) -> RewardRecord:
+    """Pure scoring: per rollout, the fraction of criteria met (the paper's), or with weighted=True the
+    points met over the positive points; plus `length_penalty` for a rollout over `length_limit` tokens.
+    A criterion the judge gave no parseable verdict on counts as not met (flag `unjudged`)."""
+    n = len(verdicts)
+    rec = RewardRecord(rewards=[0.0] * n, reference=reference, rollout_flags=[[] for _ in range(n)],
+                       flags=list(rubric.flags), rubric=rubric, verdicts=[list(v) for v in verdicts])
+    if not rubric.criteria:
+        rec.flags.append("empty_rubric")
+    positive = sum(c.points for c in rubric.criteria if c.points > 0) if weighted else len(rubric.criteria)
+    for i, vs in enumerate(verdicts):
+        if rubric.criteria and positive > 0:
+            met = sum((c.points if weighted else 1.0) for c, v in zip(rubric.criteria, vs, strict=True) if v.met)
+            rec.rewards[i] = met / positive
+        if any(v.met is None for v in vs):
+            rec.rollout_flags[i].append("unjudged")
+        if length_limit is not None and lengths is not None:
+            if lengths[i] is None:
+                rec.rollout_flags[i].append("length_unchecked")
+            elif lengths[i] > length_limit:
+                rec.rewards[i] += length_penalty
+                rec.rollout_flags[i].append("over_length")
+    return rec
+
+
+@dataclass
+class RubricReward:
+    """The CaT reward for free-form tasks: the anchor synthesizes a reference from the rollouts alone,
+    writes a rubric from it, and a separate judge checks every rollout against every criterion.
+
+    `rubric_from="question"` builds the rubric from the conversation instead (the paper's ablation;
+    the anchor then does see the conversation). Lengths for the penalty come from the caller (TRL
+    knows the completion token counts), else from `count_tokens`, else the anchor's tokenizer."""
+
+    anchor: Engine
+    judge: Engine
+    judge_mode: str = "batched"
+    rubric_from: str = "reference"
+    min_criteria: int = 5
+    max_criteria: int = 20
+    weighted: bool = False
+    length_limit: int | None = 750
+    length_penalty: float = -1.0
+    count_tokens: Callable[[str], int] | None = None
+    sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=1024))
+
+    def __call__(self, conversation: str | Sequence[Message], rollouts: Sequence[str]) -> RewardRecord:
+        return self.score_groups([conversation], [rollouts])[0]
+
+    def score_groups(
+        self, conversations: Sequence[str | Sequence[Message]], groups: Sequence[Sequence[str]],
+        lengths: Sequence[Sequence[int | None]] | None = None,
+    ) -> list[RewardRecord]:
+        if self.rubric_from not in ("reference", "question"):
+            raise InputError(f"rubric_from must be 'reference' or 'question', got {self.rubric_from!r}")
+        for i, g in enumerate(groups):
+            if len(g) == 0:
+                raise InputError(f"group {i}: empty group of rollouts; CaT needs at least one rollout")
+        refs = synthesize_many(self.anchor, groups, "freeform", self.sampling)
+        from_q = self.rubric_from == "question"
+        rubrics = propose_rubrics(
+            self.anchor, [r.text for r in refs], conversations, from_question=from_q,
+            min_criteria=self.min_criteria, max_criteria=self.max_criteria, sampling=self.sampling,
+        )
+        items = [(conv, r, rub) for conv, g, rub in zip(conversations, groups, rubrics, strict=True) for r in g]
+        flat = judge_many(self.judge, items, self.judge_mode)
+        out, k = [], 0
+        for gi, (ref, rub, g) in enumerate(zip(refs, rubrics, groups, strict=True)):
+            lens = list(lengths[gi]) if lengths is not None else self._lengths(g)
+            out.append(rubric_rewards(ref, rub, flat[k : k + len(g)], weighted=self.weighted, lengths=lens,
+                                      length_limit=self.length_limit, length_penalty=self.length_penalty))
+            k += len(g)
+        return out
+
+    def _lengths(self, rollouts: Sequence[str]) -> list[int | None] | None:
+        if self.length_limit is None:
+            return None
+        count = self.count_tokens or getattr(self.anchor, "count_tokens", None)
+        if count is None:
+            return [None] * len(rollouts)
+        return [count(r) for r in rollouts]

@@ -33,6 +33,10 @@ class GenerateStats:
 
 
 def build_request(example: Example, prompt: str) -> ChatRequest:
+    """The policy's request: a chat example (HealthBench) is sent as its own conversation; a plain
+    question goes through the prompt template."""
+    if example.messages is not None:
+        return ChatRequest(messages=tuple(dict(m) for m in example.messages), id=example.id)
     return ChatRequest.user(prompting.render(prompt, question=example.question), id=example.id)
 
 

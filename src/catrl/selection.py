@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from catrl import prompting
 from catrl.engines.base import Engine, require_scoring
-from catrl.synthesis import escape_delimiters, format_candidates
+from catrl.delimit import escape_delimiters, format_candidates
 from catrl.types import ChatRequest, Completion, Sampling
 from catrl.verify import equivalent, extract_answer
 
@@ -125,7 +125,7 @@ def mutual_predictability(policy: Engine, questions: Sequence[str], groups: Sequ
         reqs, conts = [], []
         for i in range(len(g)):
             others = [r for j, r in enumerate(g) if j != i]
-            text = prompting.render("mutual_context", question=q, candidates=format_candidates(others))
+            text = prompting.render("mutual_context", question=escape_delimiters(q), candidates=format_candidates(others))
             reqs.append(ChatRequest.user(text))
             conts.append(g[i])
         nlls = [s.mean_nll for s in policy.score(reqs, conts)]

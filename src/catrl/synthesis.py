@@ -7,28 +7,16 @@ could close or open a delimiter is escaped first, so a rollout cannot end its ow
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from catrl import prompting
+from catrl.delimit import escape_delimiters, format_candidates
 from catrl.engines.base import Engine, OnResult
 from catrl.errors import InputError
 from catrl.types import ChatRequest, Reference, Sampling
 from catrl.verify import extract_answer
 
 MODES = ("reasoning", "freeform")
-_TAG = re.compile(r"<(\s*/?\s*)(candidate|problem)", re.IGNORECASE)
-
-
-def escape_delimiters(text: str) -> str:
-    """Neutralize anything that reads as one of our delimiter tags (<candidate>, </problem>, ...)."""
-    return _TAG.sub(lambda m: f"&lt;{m.group(1)}{m.group(2)}", text)
-
-
-def format_candidates(rollouts: Sequence[str]) -> str:
-    return "\n\n".join(f'<candidate id="{i}">\n{escape_delimiters(r)}\n</candidate>' for i, r in enumerate(rollouts, 1))
-
-
 def synthesis_request(rollouts: Sequence[str], mode: str = "reasoning", question: str | None = None, id: str = "") -> ChatRequest:
     """The anchor's chat request. The question is included only when given (the paper's ablation)."""
     if mode not in MODES:

@@ -106,13 +106,52 @@ class ScoredContinuation:
 
 
 @dataclass
+class Criterion:
+    """One binary, checkable rubric item. `points` is 1 for self-proposed rubrics; physician rubrics
+    (HealthBench) carry signed points, negative for behaviour a response must avoid."""
+
+    text: str
+    points: float = 1.0
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Rubric:
+    """Criteria plus where they came from and what the model was sent, for the audit record."""
+
+    criteria: list[Criterion]
+    source: str  # "reference" | "question" | "physician"
+    prompt: list[Message] | None = None
+    raw: str = ""  # the model's output the criteria were parsed from
+    flags: list[str] = field(default_factory=list)  # "rubric_parse_error", "too_few_criteria", "duplicates_removed", ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Verdict:
+    """A judge's decision on one criterion for one response; `met` is None when it could not be parsed."""
+
+    met: bool | None
+    reason: str = ""
+    flag: str | None = None  # "unparsed_verdict" | "judge_error"
+
+
+@dataclass
 class Example:
-    """One dataset row: the question CaT sees, and a gold answer used only to score."""
+    """One dataset row: the question CaT sees, and a gold answer used only to score.
+
+    Chat datasets (HealthBench) also carry the whole conversation in `messages` (the last turn is
+    the user's) and their physician rubric in `criteria`; `question` is then the last user turn."""
 
     id: str
     question: str
     gold: str | None = None
     source: str = ""  # "file:line" for error messages and audit pages
+    messages: list[Message] | None = None
+    criteria: list[Criterion] | None = None
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -138,6 +177,8 @@ class RewardRecord:
     matches: list[bool] = field(default_factory=list)  # per rollout
     rollout_flags: list[list[str]] = field(default_factory=list)  # per rollout: "no_answer", "verify_timeout", ...
     flags: list[str] = field(default_factory=list)  # group: "no_reference_answer", ...
+    rubric: Rubric | None = None  # free-form tasks: the criteria the rewards were judged against
+    verdicts: list[list[Verdict]] = field(default_factory=list)  # per rollout, per criterion
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -194,6 +194,10 @@ class LlamaCppEngine:
     def tokenize_prompt(self, req: ChatRequest) -> list[int]:
         return self._model.tokenize(self.render(req).encode(), add_bos=False, special=True)
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of plain text under this model's tokenizer (for length limits and penalties)."""
+        return len(self._model.tokenize(text.encode(), add_bos=False, special=False))
+
     def _piece(self, token: int) -> bytes:
         n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
         return self._piece_buf.raw[:n] if n > 0 else b""

@@ -1,0 +1,87 @@
+"""What CaT's synthesis costs next to the rollouts it reads, and next to the engine's own floor.
+
+One embedded engine (Qwen2.5-Coder-1.5B by default, `--max-seqs` sequences decoding together), no
+call cache, everything timed in one process:
+  1. rollouts: the first `--questions` GSM8K questions x G=8 (T 0.7, top-p 0.8, top-k 20, max 512);
+  2. synthesis: one anchor request per question, all sent in one batched call (each prompt prefilled
+     once), exactly as `catrl eval` and CaTReward do;
+  3. the engine's prompt-processing rate, on (a sample of) those same anchor prompts, one token each;
+  4. the engine's batched decode rate, `--max-seqs` sequences of short prompts, 128 tokens each.
+floor = anchor prompt tokens / prompt rate + anchor completion tokens / decode rate.
+Ends with `cat_overhead: ratio=<synthesis/rollouts> floor_ratio=<synthesis/floor>`.
+
+    python bench/cat_overhead.py [--questions 32] [--max-seqs 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+from catrl.datasets import load_examples
+from catrl.engines.llamacpp import LlamaCppEngine
+from catrl.rollouts import build_request
+from catrl.synthesis import synthesis_request
+from catrl.types import Completion, Sampling
+
+
+def timed(engine, requests, sampling, n=1) -> tuple[float, list[list[Completion]]]:
+    t0 = time.perf_counter()
+    out = engine.generate(requests, sampling, n=n)
+    return time.perf_counter() - t0, out
+
+
+def tokens(groups: list[list[Completion]]) -> tuple[int, int]:
+    """(prompt tokens read once per request, completion tokens written)."""
+    return sum(g[0].prompt_tokens for g in groups), sum(c.completion_tokens for g in groups for c in g)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--questions", type=int, default=32)
+    ap.add_argument("--g", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=512)
+    ap.add_argument("--anchor-max-tokens", type=int, default=1024)
+    ap.add_argument("--max-seqs", type=int, default=32)
+    ap.add_argument("--prefill-sample", type=int, default=8, help="anchor prompts used to measure the prompt rate")
+    args = ap.parse_args()
+
+    engine = LlamaCppEngine(args.model, max_seqs=args.max_seqs, n_ctx_seq=4096)
+    exs = load_examples("gsm8k", limit=args.questions)
+    roll_reqs = [build_request(e, "solve") for e in exs]
+    policy = Sampling(temperature=0.7, top_p=0.8, top_k=20, max_tokens=args.max_tokens, seed=0)
+    anchor = Sampling(temperature=0.7, top_p=0.8, top_k=20, max_tokens=args.anchor_max_tokens, seed=0)
+    timed(engine, roll_reqs[:1], Sampling(max_tokens=4))  # page the weights in
+
+    t_roll, rolls = timed(engine, roll_reqs, policy, n=args.g)
+    syn_reqs = [synthesis_request([c.text for c in g], "reasoning", id=e.id) for g, e in zip(rolls, exs)]
+    t_syn, syns = timed(engine, syn_reqs, anchor)
+
+    k = min(args.prefill_sample, len(syn_reqs))
+    t_pre, pre = timed(engine, syn_reqs[:k], Sampling(max_tokens=1, seed=0))
+    prompt_rate = tokens(pre)[0] / t_pre
+    per_q = max(1, args.max_seqs // args.g)
+    t_dec, dec = timed(engine, roll_reqs[:per_q], Sampling(temperature=0.7, top_p=0.8, top_k=20, max_tokens=128, seed=1),
+                       n=args.max_seqs // per_q)
+    dec_prompt, dec_tokens = tokens(dec)
+    decode_rate = dec_tokens / max(1e-9, t_dec - dec_prompt / prompt_rate)
+
+    r_prompt, r_comp = tokens(rolls)
+    s_prompt, s_comp = tokens(syns)
+    floor = s_prompt / prompt_rate + s_comp / decode_rate
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; model {args.model}; {args.questions} GSM8K questions, "
+          f"G={args.g}, engine max_seqs={args.max_seqs}")
+    print(f"{'stage':<28}{'prompt tok':>11}{'compl tok':>10}{'seconds':>9}")
+    print(f"{'rollouts (G per question)':<28}{r_prompt:>11}{r_comp:>10}{t_roll:>9.1f}")
+    print(f"{'synthesis (1 per question)':<28}{s_prompt:>11}{s_comp:>10}{t_syn:>9.1f}")
+    print(f"{'floor for synthesis tokens':<28}{s_prompt:>11}{s_comp:>10}{floor:>9.1f}")
+    print(f"prompt rate {prompt_rate:.1f} tok/s ({k} anchor prompts, {t_pre:.1f}s); batched decode rate {decode_rate:.1f} tok/s "
+          f"({len(dec) * len(dec[0])} sequences, {dec_tokens} tokens, {t_dec:.1f}s)")
+    print(f"cat_overhead: ratio={t_syn / t_roll:.2f} floor_ratio={t_syn / floor:.2f}")
+
+
+if __name__ == "__main__":
+    main()
