@@ -38,6 +38,18 @@ def _progress() -> Progress:
     )
 
 
+def _stage_ticker(prog: Progress):
+    """A progress(stage, done, total) callback that keeps one bar per stage."""
+    tasks: dict[str, int] = {}
+
+    def tick(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = prog.add_task(stage, total=total)
+        prog.update(tasks[stage], completed=done, total=total)
+
+    return tick
+
+
 # -- options shared by every command that calls a model --------------------------------------
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Embedded model name, a .gguf path, or (with --base-url) the server's model name.")]
 BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", envvar="CATRL_BASE_URL", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (vLLM, SGLang, llama.cpp, Ollama).")]
@@ -185,7 +197,7 @@ def eval_cmd(
     field: Annotated[list[str] | None, typer.Option("--field", help="Field map FIELD=COLUMN (question, id, gold).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions.")] = None,
     g: GOpt = 8,
-    methods: Annotated[str, typer.Option("--methods", help="Comma list of: single, majority, min_ppl, self_bon, usc, mutual, cat.")] = "single,majority,min_ppl,cat",
+    methods: Annotated[str | None, typer.Option("--methods", help="Comma list of: single, majority, min_ppl, self_bon, usc, mutual, cat (default single,majority,min_ppl,cat); free-form: single, min_ppl, self_bon, mutual, cat (default single,min_ppl,self_bon,cat).")] = None,
     method_limit: Annotated[list[str] | None, typer.Option("--method-limit", help="Run a method on the first N questions only, e.g. mutual=50.")] = None,
     sweep: Annotated[str, typer.Option("--sweep", help="G values for the accuracy-vs-G plot (first k rollouts reused; values above --g are dropped); '' to skip.")] = "1,2,4,8",
     sweep_limit: Annotated[int | None, typer.Option("--sweep-limit", help="Questions in the sweep (default: all).")] = None,
@@ -199,23 +211,44 @@ def eval_cmd(
     anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None,
     cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096,
     threads: ThreadsOpt = None, timeout: TimeoutOpt = None, concurrency: ConcOpt = 16,
+    grader_model: Annotated[str | None, typer.Option("--grader-model", help="Free-form: the model grading with physician rubrics (default: the policy model).")] = None,
+    grader_base_url: Annotated[str | None, typer.Option("--grader-base-url", help="Free-form: the grader on an OpenAI-compatible server.")] = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model", help="Free-form: the judge of self-proposed rubrics (default: the grader).")] = None,
+    judge_base_url: Annotated[str | None, typer.Option("--judge-base-url", help="Free-form: the judge on an OpenAI-compatible server.")] = None,
+    judge_mode: Annotated[str, typer.Option("--judge-mode", help="Free-form: batched or per_criterion judging of self-proposed rubrics.")] = "batched",
+    validity: Annotated[bool, typer.Option("--validity", help="Free-form: also compute each candidate reward per rollout and its rank correlation with the physician score.")] = False,
+    judge_max_tokens: Annotated[int | None, typer.Option("--judge-max-tokens", help="Free-form: cap on every grader and judge answer (cost control).")] = None,
 ) -> None:
-    """Evaluate test-time CaT against the paper's baselines on one shared set of rollouts; write results, a plot and an HTML audit page."""
+    """Evaluate test-time CaT against the paper's baselines on one shared set of rollouts; write results, a plot and an HTML audit page.
+
+    A dataset of conversations with physician rubrics (healthbench, healthbench_hard20, or a file in
+    HealthBench's format) runs the free-form evaluation instead, graded with HealthBench's grading."""
+    from catrl.datasets import load_examples, parse_field_map
+    from catrl.evaluate_freeform import examples_need_freeform
+
+    try:
+        freeform = examples_need_freeform(load_examples(dataset, parse_field_map(field), limit=1))
+    except CatrlError as e:
+        _fail(e)
+        return
+    if freeform:
+        _eval_freeform(dataset, parse_field_map(field), limit, g, methods or "single,min_ppl,self_bon,cat", method_limit, out_dir,
+                       _sampling(temperature, top_p, top_k, max_tokens, seed, logprobs=True),
+                       _sampling(temperature, top_p, top_k, anchor_max_tokens, seed),
+                       _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache),
+                       anchor_model, anchor_base_url, grader_model, grader_base_url, judge_model, judge_base_url, judge_mode, validity,
+                       judge_max_tokens)
+        return
+    methods = methods or "single,majority,min_ppl,cat"
     from dataclasses import asdict
 
-    from catrl.datasets import parse_field_map
     from catrl.evaluate import EvalConfig, run_eval, summarize, write_results
     from catrl.report.html import write_html
     from catrl.report.plots import plot_sweep
     from catrl.report.table import analyses_table, method_table, paired_table
 
     try:
-        limits = {}
-        for item in method_limit or []:
-            name, _, num = item.partition("=")
-            if not num.isdigit():
-                raise typer.BadParameter(f"--method-limit {item!r}: expected METHOD=N")
-            limits[name] = int(num)
+        limits = _method_limits(method_limit)
         cfg = EvalConfig(
             dataset=dataset, field_map=parse_field_map(field), limit=limit, g=g,
             sampling=_sampling(temperature, top_p, top_k, max_tokens, seed, logprobs=True),
@@ -227,13 +260,7 @@ def eval_cmd(
         opts = _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache)
         policy, anchor = _policy_and_anchor(opts, anchor_model, anchor_base_url)
         with _progress() as prog:
-            tasks: dict[str, int] = {}
-
-            def tick(stage, done, total):
-                if stage not in tasks:
-                    tasks[stage] = prog.add_task(stage, total=total)
-                prog.update(tasks[stage], completed=done, total=total)
-
+            tick = _stage_ticker(prog)
             results = run_eval(policy, anchor, cfg, progress=tick)
         summary = summarize(results, match)
         summary["config"] = {"dataset": dataset, "limit": limit, "g": g, "policy": policy.identity, "anchor": anchor.identity,
@@ -250,6 +277,72 @@ def eval_cmd(
         out.print(paired_table(summary))
     out.print(analyses_table(summary))
     out.print(f"results: {out_dir / 'results.jsonl'}  summary: {out_dir / 'summary.json'}  report: {page}" + (f"  plot: {plot}" if plot else ""))
+
+
+def _method_limits(items: list[str] | None) -> dict[str, int]:
+    limits = {}
+    for item in items or []:
+        name, _, num = item.partition("=")
+        if not num.isdigit():
+            raise typer.BadParameter(f"--method-limit {item!r}: expected METHOD=N")
+        limits[name] = int(num)
+    return limits
+
+
+def _other_engine(opts, policy, model_name, url):
+    """The policy's engine unless another model or server is named."""
+    from dataclasses import replace
+
+    if model_name is None and url is None:
+        return policy
+    return _open(replace(opts, model=model_name or opts.model, base_url=url))
+
+
+def _eval_freeform(dataset, field_map, limit, g, methods, method_limit, out_dir, sampling, anchor_sampling, opts,
+                   anchor_model, anchor_base_url, grader_model, grader_base_url, judge_model, judge_base_url, judge_mode, validity,
+                   judge_max_tokens=None) -> None:
+    from dataclasses import asdict
+
+    from catrl.datasets import load_examples
+    from catrl.evaluate_freeform import FreeformConfig, run_freeform_eval, summarize_freeform, write_freeform
+    from catrl.report.html_freeform import write_freeform_html
+
+    try:
+        cfg = FreeformConfig(dataset=dataset, field_map=field_map, limit=limit, g=g, sampling=sampling, anchor_sampling=anchor_sampling,
+                             methods=tuple(m.strip() for m in methods.split(",") if m.strip()), method_limits=_method_limits(method_limit),
+                             validity=validity, judge_mode=judge_mode, judge_max_tokens=judge_max_tokens)
+        cfg.check()
+        policy, anchor = _policy_and_anchor(opts, anchor_model, anchor_base_url)
+        grader = _other_engine(opts, policy, grader_model, grader_base_url)
+        judge = _other_engine(opts, grader, judge_model, judge_base_url)
+        with _progress() as prog:
+            tick = _stage_ticker(prog)
+            results = run_freeform_eval(policy, anchor, grader, cfg, judge=judge, progress=tick)
+        summary = summarize_freeform(results)
+        summary["config"] = {"dataset": dataset, "limit": limit, "g": g, "policy": policy.identity, "anchor": anchor.identity,
+                             "grader": grader.identity, "judge": judge.identity, "sampling": sampling.to_dict(), "judge_mode": judge_mode}
+        out_dir = out_dir or Path("out") / f"eval-{Path(dataset).stem}"
+        write_freeform(results, summary, out_dir)
+        criteria = {e.id: [asdict(c) for c in e.criteria or []] for e in load_examples(dataset, field_map, limit)}
+        page = write_freeform_html([asdict(r) for r in results], summary, criteria, out_dir / "report.html", f"CaT on {dataset}")
+    except CatrlError as e:
+        _fail(e)
+        return
+    t = Table("method", "n", "physician score", "bootstrap std", title="free-form (HealthBench grading)")
+    for m, s in summary["methods"].items():
+        t.add_row(m, str(s["n"]), f"{s['score']:.3f}", f"{s['bootstrap_std']:.3f}")
+    out.print(t)
+    if summary["paired"]:
+        p = Table("pair", "n", "diff", "95% CI")
+        for k, d in summary["paired"].items():
+            p.add_row(k, str(d["n"]), f"{d['diff']:+.3f}", f"[{d['lo']:+.3f}, {d['hi']:+.3f}]")
+        out.print(p)
+    if summary["validity"]:
+        v = Table("reward", "Spearman with physician score", "95% CI", "rollouts")
+        for k, d in summary["validity"].items():
+            v.add_row(k, f"{d['rho']:.3f}", f"[{d['lo']:.3f}, {d['hi']:.3f}]", str(d["n_pairs"]))
+        out.print(v)
+    out.print(f"results: {out_dir / 'results.jsonl'}  summary: {out_dir / 'summary.json'}  report: {page}")
 
 
 @app.command()
@@ -301,13 +394,14 @@ def label(
     field: Annotated[list[str] | None, typer.Option("--field", help="Field map FIELD=COLUMN.")] = None,
     limit: Annotated[int | None, typer.Option("--limit")] = None,
     g: GOpt = 8,
+    task: Annotated[str, typer.Option("--task", help="verifiable (reference + final answer) or freeform (reference + self-proposed rubric).")] = "verifiable",
     temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, max_tokens: int = 512, seed: int = 0,
     model: ModelOpt = models.DEFAULT_MODEL, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
     anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None,
     cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096,
     threads: ThreadsOpt = None, timeout: TimeoutOpt = None, concurrency: ConcOpt = 16,
 ) -> None:
-    """Label an unlabeled dataset with CaT references (no gold used): reference text, answer, agreement stats. Resumable."""
+    """Label an unlabeled dataset with CaT references (no gold used): reference text plus answer and agreement stats, or (--task freeform) a rubric. Resumable."""
     from catrl.datasets import load_examples, parse_field_map
     from catrl.labeling import label_file
 
@@ -316,15 +410,16 @@ def label(
         opts = _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache)
         policy, anchor = _policy_and_anchor(opts, anchor_model, anchor_base_url)
         with _progress() as prog:
-            task = prog.add_task(f"labeling {len(examples)} rows (G={g})", total=len(examples))
+            bar = prog.add_task(f"labeling {len(examples)} rows (G={g})", total=len(examples))
             stats = label_file(policy, anchor, examples, _sampling(temperature, top_p, top_k, max_tokens, seed),
                                _sampling(temperature, top_p, top_k, 2 * max_tokens, seed), g, output,
-                               on_row=lambda d, t: prog.update(task, completed=d))
+                               on_row=lambda d, t: prog.update(bar, completed=d), task=task,
+                               prompt="solve" if task == "verifiable" else "raw")
     except CatrlError as e:
         _fail(e)
         return
-    out.print(f"labeled {stats['written']} rows ({stats['resumed']} already done) -> {output}; "
-              f"reference agrees with the majority on {stats['agree_with_majority']}/{stats['written']}")
+    agree = f"; reference agrees with the majority on {stats['agree_with_majority']}/{stats['written']}" if task == "verifiable" else ""
+    out.print(f"labeled {stats['written']} rows ({stats['resumed']} already done) -> {output}{agree}")
 
 
 def main() -> None:

@@ -4,8 +4,10 @@ Per row: G rollouts from the policy, one reference synthesized by the anchor fro
 and agreement statistics. Rows are processed in chunks (one batched policy call, one batched anchor
 call each) and appended in input order; rows already in the output are skipped, and every model call
 is cached, so a killed run resumes. Output schema, one line a row:
-{"id", "question", "reference", "answer", "majority_answer", "agrees_with_majority", "agreement",
- "rollout_answers", "flags", "anchor_prompt_chars"}
+verifiable: {"id", "question", "reference", "answer", "majority_answer", "agrees_with_majority",
+             "agreement", "rollout_answers", "flags", "anchor_prompt_chars"}
+freeform:   {"id", "question", "reference", "rubric": [criterion, ...], "flags", "rollouts": G,
+             "anchor_prompt_chars"}  (the rubric is written by the anchor from the reference)
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from catrl.engines.base import Engine
+from catrl.errors import InputError
+from catrl.rubrics import propose_rubrics
 from catrl.rewards import verifiable_rewards
 from catrl.rollouts import build_request, read_done
 from catrl.selection import majority
@@ -42,6 +46,18 @@ def label_record(example: Example, rollouts: list[str], ref, match: str = "symbo
     }
 
 
+def freeform_record(example: Example, rollouts: list[str], ref, rubric) -> dict[str, Any]:
+    return {
+        "id": example.id,
+        "question": example.question,
+        "reference": ref.text,
+        "rubric": [c.text for c in rubric.criteria],
+        "flags": list(rubric.flags) + ([] if ref.finish_reason == "stop" else [f"reference_{ref.finish_reason}"]),
+        "rollouts": len(rollouts),
+        "anchor_prompt_chars": sum(len(m["content"]) for m in ref.prompt),
+    }
+
+
 def label_file(
     policy: Engine,
     anchor: Engine,
@@ -53,7 +69,10 @@ def label_file(
     prompt: str = "solve",
     chunk: int = 16,
     on_row: Callable[[int, int], None] | None = None,
+    task: str = "verifiable",
 ) -> dict[str, int]:
+    if task not in ("verifiable", "freeform"):
+        raise InputError(f"task must be 'verifiable' or 'freeform', got {task!r}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     done = read_done(out_path)
     todo = [e for e in examples if e.id not in done]
@@ -65,13 +84,15 @@ def label_file(
             part = todo[start : start + chunk]
             groups = policy.generate([build_request(e, prompt) for e in part], sampling, n=g)
             texts = [[c.text for c in grp] for grp in groups]
-            refs = synthesize_many(anchor, texts, "reasoning", anchor_sampling, ids=[e.id for e in part])
-            for e, t, ref in zip(part, texts, refs, strict=True):
-                rec = label_record(e, t, ref)
+            mode = "reasoning" if task == "verifiable" else "freeform"
+            refs = synthesize_many(anchor, texts, mode, anchor_sampling, ids=[e.id for e in part])
+            rubrics = propose_rubrics(anchor, [r.text for r in refs], sampling=anchor_sampling) if task == "freeform" else refs
+            for e, t, ref, rub in zip(part, texts, refs, rubrics, strict=True):
+                rec = label_record(e, t, ref) if task == "verifiable" else freeform_record(e, t, ref, rub)
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 out.flush()
                 stats["written"] += 1
-                stats["agree_with_majority"] += int(rec["agrees_with_majority"])
+                stats["agree_with_majority"] += int(rec.get("agrees_with_majority", False))
                 if on_row:
                     on_row(stats["resumed"] + stats["written"], len(examples))
     return stats

@@ -69,3 +69,43 @@ def paired_diff(a: Sequence[bool], b: Sequence[bool], iters: int = 5000, seed: i
     a_only, b_only = int((x > 0).sum()), int((x < 0).sum())
     return PairedDiff(n, float(x.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975)),
                       a_only, b_only, mcnemar_exact(a_only, b_only))
+
+
+def ranks(x: Sequence[float]) -> np.ndarray:
+    """Ranks with ties averaged (1-based)."""
+    a = np.asarray(x, dtype=float)
+    order = np.argsort(a, kind="mergesort")
+    r = np.empty(len(a))
+    r[order] = np.arange(1, len(a) + 1)
+    for v in np.unique(a):
+        tie = a == v
+        if tie.sum() > 1:
+            r[tie] = r[tie].mean()
+    return r
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation; nan when either side is constant."""
+    if len(x) != len(y) or len(x) < 2:
+        return float("nan")
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def spearman_clustered(groups_x: Sequence[Sequence[float]], groups_y: Sequence[Sequence[float]], iters: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Spearman over all pooled pairs, with a bootstrap CI that resamples whole groups (conversations),
+    since rollouts of one conversation are not independent."""
+    xs = [np.asarray(g, dtype=float) for g in groups_x]
+    ys = [np.asarray(g, dtype=float) for g in groups_y]
+    rho = spearman(np.concatenate(xs) if xs else [], np.concatenate(ys) if ys else [])
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(iters if len(xs) > 1 else 0):
+        pick = rng.integers(0, len(xs), size=len(xs))
+        b = spearman(np.concatenate([xs[i] for i in pick]), np.concatenate([ys[i] for i in pick]))
+        if not math.isnan(b):
+            boots.append(b)
+    lo, hi = (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))) if boots else (float("nan"), float("nan"))
+    return {"rho": rho, "lo": lo, "hi": hi, "n_pairs": int(sum(len(g) for g in xs)), "n_groups": len(xs)}

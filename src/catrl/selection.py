@@ -85,9 +85,12 @@ def _choose(engine: Engine, prompt: str, questions: Sequence[str], groups: Seque
     return sels
 
 
-def self_select(policy: Engine, questions: Sequence[str], groups: Sequence[Sequence[str]], sampling: Sampling | None = None) -> list[Selection]:
-    """Self-selected best-of-N: the policy itself picks its best rollout, seeing the question."""
-    return _choose(policy, "self_select", questions, groups, sampling or Sampling(temperature=0, max_tokens=512))
+def self_select(
+    policy: Engine, questions: Sequence[str], groups: Sequence[Sequence[str]], sampling: Sampling | None = None, prompt: str = "self_select",
+) -> list[Selection]:
+    """Self-selected best-of-N: the policy itself picks its best rollout, seeing the question
+    (`prompt="self_select_freeform"` for conversations)."""
+    return _choose(policy, prompt, questions, groups, sampling or Sampling(temperature=0, max_tokens=512))
 
 
 def universal_self_consistency(engine: Engine, questions: Sequence[str], groups: Sequence[Sequence[str]], sampling: Sampling | None = None) -> list[Selection]:
@@ -117,7 +120,9 @@ def min_perplexity(policy: Engine, requests: Sequence[ChatRequest], groups: Sequ
     return sels
 
 
-def mutual_predictability(policy: Engine, questions: Sequence[str], groups: Sequence[Sequence[str]]) -> list[Selection]:
+def mutual_predictability(
+    policy: Engine, questions: Sequence[str], groups: Sequence[Sequence[str]], prompt: str = "mutual_context",
+) -> list[Selection]:
     """Each rollout scored as the policy's answer after seeing the others; the most predictable wins."""
     require_scoring(policy)
     sels = []
@@ -125,7 +130,7 @@ def mutual_predictability(policy: Engine, questions: Sequence[str], groups: Sequ
         reqs, conts = [], []
         for i in range(len(g)):
             others = [r for j, r in enumerate(g) if j != i]
-            text = prompting.render("mutual_context", question=escape_delimiters(q), candidates=format_candidates(others))
+            text = prompting.render(prompt, question=escape_delimiters(q), candidates=format_candidates(others))
             reqs.append(ChatRequest.user(text))
             conts.append(g[i])
         nlls = [s.mean_nll for s in policy.score(reqs, conts)]

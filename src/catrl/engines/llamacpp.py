@@ -82,6 +82,17 @@ class _Group:
     prompt: list[int]
 
 
+MIN_PREFIX_REUSE = 64  # tokens; below this a prefill is cheaper than copying a KV stream
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
 def sample_seed(seed: int, j: int) -> int:
     """Per-sample seed: a function of (seed, sample index) only."""
     h = hashlib.blake2b(f"{seed}:{j}".encode(), digest_size=4).digest()
@@ -151,12 +162,12 @@ class LlamaCppEngine:
         self._model = internals.LlamaModel(path_model=str(self.path), params=mparams, verbose=False)
         self.vocab = self._model.vocab
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
-        max_seqs = max(1, min(max_seqs, llama_cpp.llama_max_parallel_sequences()))
+        max_seqs = max(1, min(max_seqs, llama_cpp.llama_max_parallel_sequences() - 1))
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = n_ctx_seq * max_seqs
+        cparams.n_ctx = n_ctx_seq * (max_seqs + 1)  # one more stream: the prefix stash
         cparams.n_batch = n_batch
         cparams.n_ubatch = n_batch
-        cparams.n_seq_max = max_seqs
+        cparams.n_seq_max = max_seqs + 1
         cparams.kv_unified = False  # one KV stream per sequence: attention never spans batch mates
         if flash_attn is not None:
             cparams.flash_attn_type = int(flash_attn)
@@ -164,13 +175,15 @@ class LlamaCppEngine:
         cparams.n_threads_batch = threads
         self._ctx = internals.LlamaContext(model=self._model, params=cparams, verbose=False)
         self.n_ctx = llama_cpp.llama_n_ctx(self._ctx.ctx)
-        self.n_ctx_seq = self.n_ctx // max_seqs
+        self.n_ctx_seq = self.n_ctx // (max_seqs + 1)
+        self._stash = max_seqs  # sequence id holding the last long prompt, for prefix reuse
         self.n_batch = n_batch
         self.max_seqs = max_seqs
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, max_seqs)
         self._formatter = self._chat_formatter()
         self._piece_buf = ctypes.create_string_buffer(256)
         self._open_samplers: dict[int, object] = {}
+        self.prefix_tokens_reused = 0  # prompt tokens not recomputed thanks to the stash (all calls)
 
     # -- templates and tokens ----------------------------------------------------------------
     def _chat_formatter(self) -> Jinja2ChatFormatter:
@@ -262,6 +275,7 @@ class LlamaCppEngine:
         live: list[_Seq] = []
         mem = self._ctx.memory
         llama_cpp.llama_memory_clear(mem, True)
+        stash: list[int] = []  # tokens whose KV the stash sequence holds
         stops = [s.encode() for s in sampling.stop]
         batch = self._batch
 
@@ -339,14 +353,28 @@ class LlamaCppEngine:
                 raise EngineError(f"{self.identity}: llama_decode failed with code {rc} during {what} (n_ctx={self.n_ctx})")
 
         def prefill(g: _Group) -> None:
-            """A prompt goes through on its own (one sequence), then its KV is copied to its siblings."""
+            """A prompt goes through on its own (one sequence), then its KV is copied to its siblings.
+
+            Prompts that start like the previous long prompt (a judge asked about criterion after
+            criterion of one response) reuse its KV from the stash and compute only what differs."""
             first = g.seqs[0].slot
-            for start in range(0, len(g.prompt), self.n_batch):
+            reuse = min(_common_prefix(stash, g.prompt), len(g.prompt) - 1)
+            if reuse >= MIN_PREFIX_REUSE:
+                llama_cpp.llama_memory_seq_cp(mem, self._stash, first, -1, -1)  # streams copy whole
+                llama_cpp.llama_memory_seq_rm(mem, first, reuse, -1)
+                self.prefix_tokens_reused += reuse
+            else:
+                reuse = 0
+            for start in range(reuse, len(g.prompt), self.n_batch):
                 batch.n_tokens = 0
                 chunk = g.prompt[start : start + self.n_batch]
                 for k, tok in enumerate(chunk):
                     add(tok, start + k, [first], start + k == len(g.prompt) - 1)
                 decode("prompt prefill")
+            if len(g.prompt) >= 2 * MIN_PREFIX_REUSE and g.prompt != stash:
+                llama_cpp.llama_memory_seq_rm(mem, self._stash, -1, -1)
+                llama_cpp.llama_memory_seq_cp(mem, first, self._stash, -1, -1)
+                stash[:] = g.prompt
             for seq in g.seqs[1:]:
                 llama_cpp.llama_memory_seq_cp(mem, first, seq.slot, -1, -1)
             for seq in g.seqs:
