@@ -111,3 +111,15 @@ def test_prompts_sharing_a_long_prefix_reuse_its_kv(smol_engine):
         assert a.prompt_tokens == b.prompt_tokens
         assert abs(a.logprobs[0].logprob - b.logprobs[0].logprob) < 0.05  # same first-token distribution
     assert sum(a.text == b.text for (a,), (b,) in zip(shared, alone)) >= 3
+
+
+def test_scoring_reuses_a_shared_prefix_and_agrees_with_scoring_alone(smol_engine):
+    req = ChatRequest.user(f"{PASSAGE}\n\nSummarize the text in one sentence.")
+    conts = ["The text lists forty symptoms over a week.", "It is a list of symptoms reported by a patient on several days."]
+    before = smol_engine.prefix_tokens_reused
+    together = smol_engine.score([req, req], conts)
+    assert smol_engine.prefix_tokens_reused - before >= 300
+    alone = [smol_engine.score([req], [c])[0] for c in conts]
+    for a, b in zip(together, alone):
+        assert [t.token for t in a.tokens] == [t.token for t in b.tokens]
+        assert abs(a.mean_nll - b.mean_nll) < 0.05

@@ -46,5 +46,7 @@ def test_mutual_predictability_scores_each_rollout_after_the_others():
     eng = ScriptedEngine(nll=lambda prompt, cont: 0.1 if cont == ROLLS[2] else 1.0)
     sel = mutual_predictability(eng, ["q"], [ROLLS])[0]
     assert sel.index == 2
-    prompt, cont = eng.scored[1][0].messages[-1]["content"], eng.scored[1][1]
-    assert cont == ROLLS[1] and prompt.count("<candidate ") == len(ROLLS) - 1
+    assert sorted(c for _, c in eng.scored) == sorted(ROLLS)
+    ((req, cont),) = [(r, c) for r, c in eng.scored if c == ROLLS[1]]
+    prompt = req.messages[-1]["content"]
+    assert ROLLS[1] not in prompt and prompt.count("<candidate ") == len(ROLLS) - 1

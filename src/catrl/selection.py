@@ -128,12 +128,16 @@ def mutual_predictability(
     sels = []
     for q, g in zip(questions, groups, strict=True):
         reqs, conts = [], []
-        for i in range(len(g)):
+        order = list(reversed(range(len(g))))  # rollout i after 0..i-1: consecutive contexts share a prefix
+        for i in order:
             others = [r for j, r in enumerate(g) if j != i]
             text = prompting.render(prompt, question=escape_delimiters(q), candidates=format_candidates(others))
             reqs.append(ChatRequest.user(text))
             conts.append(g[i])
-        nlls = [s.mean_nll for s in policy.score(reqs, conts)]
+        scored = policy.score(reqs, conts)
+        nlls = [0.0] * len(g)
+        for i, sc in zip(order, scored, strict=True):
+            nlls[i] = sc.mean_nll
         k = min(range(len(g)), key=lambda i: (nlls[i], i))
         sels.append(Selection(k, extract_answer(g[k]), detail={"nll": nlls}))
     return sels

@@ -404,20 +404,35 @@ class LlamaCppEngine:
     def score(self, requests: Sequence[ChatRequest], continuations: Sequence[str]) -> list[ScoredContinuation]:
         """Logprob of each continuation token given the chat prompt (teacher forcing)."""
         with self._lock:
-            return [self._score_one(r, c) for r, c in zip(requests, continuations, strict=True)]
+            mem = self._ctx.memory
+            llama_cpp.llama_memory_clear(mem, True)
+            stash: list[int] = []
+            try:
+                return [self._score_one(r, c, stash) for r, c in zip(requests, continuations, strict=True)]
+            finally:
+                llama_cpp.llama_memory_clear(mem, True)
 
-    def _score_one(self, req: ChatRequest, continuation: str) -> ScoredContinuation:
+    def _score_one(self, req: ChatRequest, continuation: str, stash: list[int]) -> ScoredContinuation:
+        """Teacher forcing in sequence 0. A prefix shared with the previous scored text (mutual
+        predictability scores each rollout after the others) is copied from the stash, not recomputed."""
         prompt = self.tokenize_prompt(req)
         cont = self._model.tokenize(continuation.encode(), add_bos=False, special=False)
         tokens = prompt + cont
         if len(tokens) > self.n_ctx_seq:
             raise InputError(f"request {req.id or '<no id>'}: {len(tokens)} tokens exceed the per-sequence context of {self.n_ctx_seq}")
         mem = self._ctx.memory
-        llama_cpp.llama_memory_clear(mem, True)
         batch = self._batch
         out: list[TokenLogprob] = []
         first_pred = len(prompt) - 1  # logits at position p predict token p+1
-        for start in range(0, len(tokens), self.n_batch):
+        reuse = min(_common_prefix(stash, tokens), first_pred)
+        llama_cpp.llama_memory_seq_rm(mem, 0, -1, -1)
+        if reuse >= MIN_PREFIX_REUSE:
+            llama_cpp.llama_memory_seq_cp(mem, self._stash, 0, -1, -1)
+            llama_cpp.llama_memory_seq_rm(mem, 0, reuse, -1)
+            self.prefix_tokens_reused += reuse
+        else:
+            reuse = 0
+        for start in range(reuse, len(tokens), self.n_batch):
             chunk = tokens[start : start + self.n_batch]
             batch.n_tokens = len(chunk)
             for k, tok in enumerate(chunk):
@@ -434,7 +449,10 @@ class LlamaCppEngine:
                 if batch.logits[k]:
                     nxt = tokens[start + k + 1]
                     out.append(TokenLogprob(self._piece(nxt).decode("utf-8", errors="replace"), self._log_softmax_at(k, nxt)))
-        llama_cpp.llama_memory_clear(mem, True)
+        if len(tokens) >= 2 * MIN_PREFIX_REUSE:
+            llama_cpp.llama_memory_seq_rm(mem, self._stash, -1, -1)
+            llama_cpp.llama_memory_seq_cp(mem, 0, self._stash, -1, -1)
+            stash[:] = tokens
         return ScoredContinuation(tokens=out)
 
     def close(self) -> None:
