@@ -1,0 +1,140 @@
+"""CaT rewards as a TRL GRPOTrainer reward function.
+
+TRL calls a reward function as `f(prompts, completions, completion_ids, **columns, log_metric=...)`
+and expects one float per completion; the `num_generations` completions of one prompt arrive as
+consecutive entries, and (in one process) the whole generation batch arrives in one call, before
+it is split into micro-batches. This adapter regroups the batch into runs of G completions of one
+prompt, checks that every group is whole (a partial group would let the anchor synthesize from a
+subset: TRL issue #3896), scores all groups with one batched anchor call through CaTReward (math)
+or RubricReward (free-form), and logs per step: reward mean/std, the share of groups with zero
+reward variance, the reference's agreement with the rollouts' majority, and, when the dataset
+happens to carry gold answers, the reference's accuracy (monitoring only: gold never reaches a
+reward). It never sees the trainer's weights: the anchor is its own engine (the initial model on
+llama.cpp, or a server).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from catrl.errors import InputError
+from catrl.rewards import CaTReward, RubricReward
+from catrl.selection import majority
+from catrl.types import RewardRecord
+from catrl.verify import equivalent
+
+
+def completion_text(completion: Any) -> str:
+    """TRL completions are strings, or (conversational datasets) lists of messages."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list):
+        return "".join(m.get("content", "") for m in completion if isinstance(m, dict))
+    raise InputError(f"unsupported completion type {type(completion).__name__}")
+
+
+def prompt_key(prompt: Any) -> str:
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+def whole_groups(prompts: Sequence[Any], num_generations: int) -> list[list[int]]:
+    """Indices of consecutive runs of one prompt, cut into groups of num_generations; InputError
+    if any group is partial (the batch does not hold whole groups)."""
+    if num_generations < 1:
+        raise InputError(f"num_generations must be >= 1, got {num_generations}")
+    groups: list[list[int]] = []
+    i = 0
+    while i < len(prompts):
+        key, j = prompt_key(prompts[i]), i
+        while j < len(prompts) and prompt_key(prompts[j]) == key:
+            j += 1
+        run = list(range(i, j))
+        if len(run) % num_generations:
+            raise InputError(
+                f"the reward got {len(run)} consecutive completions of one prompt (entries {i}..{j - 1}), not a multiple of "
+                f"num_generations={num_generations}: the batch holds partial groups. Run in one process, or make "
+                "per_device_train_batch_size * steps_per_generation a multiple of num_generations (TRL issue #3896)."
+            )
+        groups += [run[k : k + num_generations] for k in range(0, len(run), num_generations)]
+        i = j
+    return groups
+
+
+def step_metrics(records: Sequence[RewardRecord], golds: Sequence[str | None] | None = None) -> dict[str, float]:
+    """What a CaT-RL run logs per step."""
+    rewards = np.asarray([r for rec in records for r in rec.rewards], dtype=float)
+    zero_var = [float(np.std(rec.rewards) == 0) for rec in records]
+    out = {"cat/reward_mean": float(rewards.mean()) if rewards.size else float("nan"),
+           "cat/reward_std": float(rewards.std()) if rewards.size else float("nan"),
+           "cat/zero_variance_groups": float(np.mean(zero_var)) if zero_var else float("nan"),
+           "cat/flagged_groups": float(np.mean([bool(rec.flags) for rec in records])) if records else float("nan")}
+    verifiable = [rec for rec in records if rec.rubric is None and rec.reference is not None]
+    if verifiable:
+        agree = []
+        for rec in verifiable:
+            answers = [a for a in rec.answers if a is not None]
+            maj = majority([f"\\boxed{{{a}}}" for a in answers]).answer if answers else None
+            agree.append(float(rec.reference.answer is not None and maj is not None and equivalent(maj, rec.reference.answer).equal))
+        out["cat/reference_agrees_with_majority"] = float(np.mean(agree))
+        if golds is not None and any(g is not None for g in golds):
+            acc = [float(rec.reference.answer is not None and equivalent(g, rec.reference.answer).equal)
+                   for rec, g in zip(verifiable, golds, strict=True) if g is not None]
+            out["cat/reference_accuracy_vs_gold"] = float(np.mean(acc))
+    return out
+
+
+class CaTRewardFunc:
+    """A GRPOTrainer reward function over a CaTReward or RubricReward.
+
+        reward = CaTRewardFunc(CaTReward(anchor_engine), num_generations=8)
+        trainer = GRPOTrainer(model=..., reward_funcs=[reward], args=GRPOConfig(num_generations=8, ...), ...)
+
+    `gold_column`: a dataset column with gold answers, used only for the monitoring metric.
+    `audit_path`: append every group's RewardRecord as JSONL (the audit trail of every reward)."""
+
+    def __init__(
+        self, reward: CaTReward | RubricReward, num_generations: int, gold_column: str | None = None,
+        audit_path: str | Path | None = None, gold_parser: Callable[[str], str | None] | None = None,
+    ) -> None:
+        self.reward, self.num_generations = reward, num_generations
+        self.gold_column, self.gold_parser = gold_column, gold_parser
+        self.audit_path = Path(audit_path) if audit_path else None
+        self.__name__ = "cat_rubric" if isinstance(reward, RubricReward) else "cat"
+        self.calls = 0
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Sequence[int]] | None = None,
+                 log_metric: Callable[[str, float], None] | None = None, **kwargs: Any) -> list[float]:
+        groups = whole_groups(prompts, self.num_generations)
+        texts = [completion_text(c) for c in completions]
+        rollouts = [[texts[i] for i in g] for g in groups]
+        if isinstance(self.reward, RubricReward):
+            convs = [prompts[g[0]] if not isinstance(prompts[g[0]], str) else [{"role": "user", "content": prompts[g[0]]}] for g in groups]
+            lengths = [[len(completion_ids[i]) for i in g] for g in groups] if completion_ids is not None else None
+            records = self.reward.score_groups(convs, rollouts, lengths=lengths)
+        else:
+            questions = [prompt_key(prompts[g[0]]) for g in groups]  # used only with include_question=True
+            records = self.reward.score_groups(questions, rollouts)
+        rewards = [0.0] * len(completions)
+        for g, rec in zip(groups, records, strict=True):
+            for i, r in zip(g, rec.rewards, strict=True):
+                rewards[i] = float(r)
+        golds = None
+        if self.gold_column and self.gold_column in kwargs:
+            col = kwargs[self.gold_column]
+            parse = self.gold_parser or (lambda s: s)
+            golds = [parse(col[g[0]]) if col[g[0]] is not None else None for g in groups]
+        if log_metric is not None:
+            for name, value in step_metrics(records, golds).items():
+                log_metric(name, value)
+        if self.audit_path is not None:
+            self.audit_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.audit_path, "a", encoding="utf-8") as f:
+                for g, rec in zip(groups, records, strict=True):
+                    f.write(json.dumps({"call": self.calls, "completions": g, **rec.to_dict()}, ensure_ascii=False, default=str) + "\n")
+        self.calls += 1
+        return rewards

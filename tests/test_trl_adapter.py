@@ -1,0 +1,55 @@
+"""The TRL reward-function adapter, called the way GRPOTrainer calls it (no TRL needed here)."""
+
+import json
+
+import pytest
+
+from catrl.errors import InputError
+from catrl.integrations.trl import CaTRewardFunc, whole_groups
+from catrl.rewards import CaTReward, RubricReward
+from fakes import ScriptedEngine
+
+P1, P2 = "What is 6*7?", "What is 2+2?"
+
+
+def anchor_reply(prompt: str) -> str:
+    return "\\boxed{42}" if "\\boxed{42}" in prompt else "\\boxed{4}"
+
+
+def test_groups_must_be_whole():
+    assert whole_groups([P1] * 4 + [P2] * 4, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert whole_groups([P1] * 8, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]  # the same prompt twice in a batch
+    with pytest.raises(InputError, match="partial groups"):
+        whole_groups([P1] * 3 + [P2] * 4, 4)
+
+
+def test_rewards_metrics_and_audit(tmp_path):
+    anchor = ScriptedEngine(anchor_reply)
+    f = CaTRewardFunc(CaTReward(anchor), num_generations=4, gold_column="answer", audit_path=tmp_path / "audit.jsonl")
+    completions = ["\\boxed{42}", "\\boxed{42}", "\\boxed{41}", "no answer", "\\boxed{4}", "\\boxed{4}", "\\boxed{4}", "\\boxed{4}"]
+    logged = {}
+    rewards = f(prompts=[P1] * 4 + [P2] * 4, completions=completions, completion_ids=[[1]] * 8,
+                answer=["42"] * 4 + ["5"] * 4, log_metric=lambda k, v: logged.__setitem__(k, v), trainer_state=None)
+    assert rewards == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    assert len(anchor.requests) == 2  # one synthesis per group, in one batched call
+    assert all(P1 not in r.messages[-1]["content"] for r in anchor.requests)  # the anchor never sees the question
+    assert logged["cat/zero_variance_groups"] == 0.5 and logged["cat/reference_agrees_with_majority"] == 1.0
+    assert logged["cat/reference_accuracy_vs_gold"] == 0.5 and logged["cat/reward_mean"] == 0.75
+    rows = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [r["completions"] for r in rows] == [[0, 1, 2, 3], [4, 5, 6, 7]] and rows[0]["reference"]["answer"] == "42"
+
+
+def test_conversational_completions_and_rubric_reward_with_lengths():
+    def reply(prompt):
+        if "grading rubric" in prompt:
+            return "<rubric>" + "".join(f"<criterion>c{i}</criterion>" for i in range(5)) + "</rubric>"
+        if "<criteria>" in prompt:
+            return "<verdicts>" + "".join(f'<verdict id="{i}"><met>yes</met></verdict>' for i in range(1, 6)) + "</verdicts>"
+        return "Rest."
+
+    eng = ScriptedEngine(reply)
+    f = CaTRewardFunc(RubricReward(eng, eng, length_limit=10), num_generations=2)
+    prompt = [{"role": "user", "content": "My ankle hurts."}]
+    completions = [[{"role": "assistant", "content": "Rest it."}], [{"role": "assistant", "content": "Ice it."}]]
+    rewards = f(prompts=[prompt, prompt], completions=completions, completion_ids=[[1] * 5, [1] * 50])
+    assert rewards == [1.0, 0.0]  # all criteria met; the second is over the length limit (-1)
