@@ -4,7 +4,10 @@ All samples of all requests are decoded together: each (request, sample) pair is
 sequence with its own KV stream; a request's prompt is prefilled once and its KV copied to its
 siblings; every step then decodes one token of every live sequence in a single `llama_decode`.
 New requests are admitted as sequences finish (continuous batching). Sampling runs in C with one
-seeded sampler chain per sequence, whose seed depends only on (seed, sample index).
+seeded sampler chain per sequence, whose seed depends only on (seed, sample index). One extra
+sequence, the stash, keeps the KV of the last long prompt: a prompt that starts the same way (a
+judge asked criterion after criterion about one response; mutual predictability's contexts) copies
+that prefix instead of recomputing it, in generate() and in score().
 
 Determinism: with separate KV streams and weight repacking off, a sequence's numbers do not depend
 on its batch mates in the batches we measured (identical logprobs alone and beside 1-6 other
