@@ -6,8 +6,11 @@ call cache, everything timed in one process:
   2. synthesis: one anchor request per question, all sent in one batched call (each prompt prefilled
      once), exactly as `catrl eval` and CaTReward do;
   3. the engine's prompt-processing rate, on (a sample of) those same anchor prompts, one token each;
-  4. the engine's batched decode rate, `--max-seqs` sequences of short prompts, 128 tokens each.
-floor = anchor prompt tokens / prompt rate + anchor completion tokens / decode rate.
+  4. the engine's batched decode rate, `--max-seqs` sequences of short prompts, 128 tokens each;
+  5. the same at the anchor's context: one anchor prompt fanned out to `--max-seqs` samples.
+floor = anchor prompt tokens / prompt rate + anchor completion tokens / decode rate (4).
+The engine's per-decode log splits the synthesis wall time into prompt processing, decode steps with
+at least half the slots busy, and the small-batch tail.
 Ends with `cat_overhead: ratio=<synthesis/rollouts> floor_ratio=<synthesis/floor>`.
 
     python bench/cat_overhead.py [--questions 32] [--max-seqs 32]
@@ -58,7 +61,9 @@ def main() -> None:
 
     t_roll, rolls = timed(engine, roll_reqs, policy, n=args.g)
     syn_reqs = [synthesis_request([c.text for c in g], "reasoning", id=e.id) for g, e in zip(rolls, exs)]
+    log0 = len(engine.decode_log)
     t_syn, syns = timed(engine, syn_reqs, anchor)
+    syn_log = engine.decode_log[log0:]
 
     k = min(args.prefill_sample, len(syn_reqs))
     t_pre, pre = timed(engine, syn_reqs[:k], Sampling(max_tokens=1, seed=0))
@@ -68,6 +73,10 @@ def main() -> None:
                        n=args.max_seqs // per_q)
     dec_prompt, dec_tokens = tokens(dec)
     decode_rate = dec_tokens / max(1e-9, t_dec - dec_prompt / prompt_rate)
+
+    t_long, long = timed(engine, syn_reqs[:1], Sampling(temperature=0.7, top_p=0.8, top_k=20, max_tokens=128, seed=2), n=args.max_seqs)
+    long_prompt, long_tokens = tokens(long)
+    long_rate = long_tokens / max(1e-9, t_long - long_prompt / prompt_rate)
 
     r_prompt, r_comp = tokens(rolls)
     s_prompt, s_comp = tokens(syns)
@@ -80,6 +89,18 @@ def main() -> None:
     print(f"{'floor for synthesis tokens':<28}{s_prompt:>11}{s_comp:>10}{floor:>9.1f}")
     print(f"prompt rate {prompt_rate:.1f} tok/s ({k} anchor prompts, {t_pre:.1f}s); batched decode rate {decode_rate:.1f} tok/s "
           f"({len(dec) * len(dec[0])} sequences, {dec_tokens} tokens, {t_dec:.1f}s)")
+    half = args.max_seqs / 2
+    split = {
+        "prompt processing": [r for r in syn_log if r[0] == "prefill"],
+        f"decode, >= {half:g} sequences": [r for r in syn_log if r[0] == "decode" and r[1] >= half],
+        f"decode, < {half:g} sequences (tail)": [r for r in syn_log if r[0] == "decode" and r[1] < half],
+    }
+    print(f"decode rate at the anchor's context ({long_prompt}-token prompt, {args.max_seqs} samples): {long_rate:.1f} tok/s")
+    print("synthesis wall time by kind of llama_decode:")
+    for name, rows in split.items():
+        sec, toks = sum(r[2] for r in rows), sum(r[1] for r in rows)
+        print(f"  {name:<34}{len(rows):>6} calls{toks:>9} tokens{sec:>9.1f} s{toks / sec if sec else 0:>8.1f} tok/s")
+    print(f"  outside llama_decode (sampling, bookkeeping): {t_syn - sum(r[2] for r in syn_log):.1f} s")
     print(f"cat_overhead: ratio={t_syn / t_roll:.2f} floor_ratio={t_syn / floor:.2f}")
 
 

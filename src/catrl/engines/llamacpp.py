@@ -187,6 +187,9 @@ class LlamaCppEngine:
         self._piece_buf = ctypes.create_string_buffer(256)
         self._open_samplers: dict[int, object] = {}
         self.prefix_tokens_reused = 0  # prompt tokens not recomputed thanks to the stash (all calls)
+        # one (kind, tokens in the batch, seconds) row per llama_decode, kind "prefill" or "decode": lets a
+        # benchmark split wall time into prompt processing, full-batch decoding and the small-batch tail
+        self.decode_log: list[tuple[str, int, float]] = []
 
     # -- templates and tokens ----------------------------------------------------------------
     def _chat_formatter(self) -> Jinja2ChatFormatter:
@@ -351,7 +354,9 @@ class LlamaCppEngine:
         def decode(what: str) -> None:
             if deadline and time.monotonic() > deadline:
                 raise EngineError(f"{self.identity}: generate timed out after {self.timeout_s}s")
+            t0 = time.perf_counter()
             rc = llama_cpp.llama_decode(self._ctx.ctx, batch)
+            self.decode_log.append(("prefill" if what == "prompt prefill" else "decode", batch.n_tokens, time.perf_counter() - t0))
             if rc != 0:
                 raise EngineError(f"{self.identity}: llama_decode failed with code {rc} during {what} (n_ctx={self.n_ctx})")
 
