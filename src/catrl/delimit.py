@@ -30,6 +30,13 @@ def format_candidates(texts: Sequence[str]) -> str:
     return "\n\n".join(wrap("candidate", t, id=str(i)) for i, t in enumerate(texts, 1))
 
 
-def format_conversation(messages: Sequence[dict[str, str]]) -> str:
-    """A chat as data: one <message role=...> block per turn."""
-    return "\n".join(wrap("message", m["content"], role=m["role"]) for m in messages)
+def as_messages(conversation: str | Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """A conversation given as plain text is one user turn."""
+    if isinstance(conversation, str):
+        return [{"role": "user", "content": conversation}]
+    return [dict(m) for m in conversation]
+
+
+def format_conversation(conversation: str | Sequence[dict[str, str]]) -> str:
+    """A chat (or plain text, as one user turn) as data: one <message role=...> block per turn."""
+    return "\n".join(wrap("message", m["content"], role=m["role"]) for m in as_messages(conversation))

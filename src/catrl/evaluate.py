@@ -100,7 +100,7 @@ def run_eval(policy: Engine, anchor: Engine, cfg: EvalConfig, progress: Progress
     if "cat" in cfg.methods:
         k = cap("cat")
         refs = synthesize_many(anchor, texts[:k], "reasoning", cfg.anchor_sampling, ids=[e.id for e in examples[:k]],
-                               on_result=_counter(tick, "synthesis", k))
+                               on_result=stage_counter(tick, "synthesis", k))
         for i, ref in enumerate(refs):
             results_methods[i]["cat"] = {"index": None, "answer": ref.answer, "flags": [] if ref.answer else ["no_reference_answer"]}
 
@@ -138,7 +138,7 @@ def run_eval(policy: Engine, anchor: Engine, cfg: EvalConfig, progress: Progress
                 sub = refs[:ks]
             else:
                 sub = synthesize_many(anchor, [t[:g] for t in texts[:ks]], "reasoning", cfg.anchor_sampling,
-                                      on_result=_counter(tick, f"synthesis G={g}", ks))
+                                      on_result=stage_counter(tick, f"synthesis G={g}", ks))
             for i in range(ks):
                 maj = selection.majority(texts[i][:g], cfg.match)
                 sweep[i][str(g)] = {"cat": sub[i].answer, "cat_correct": _correct(golds[i], sub[i].answer, cfg.match),
@@ -166,7 +166,7 @@ def run_eval(policy: Engine, anchor: Engine, cfg: EvalConfig, progress: Progress
     return out
 
 
-def _counter(tick: Progress, stage: str, total: int):
+def stage_counter(tick: Progress, stage: str, total: int):
     done = [0]
 
     def on_result(i, comps):

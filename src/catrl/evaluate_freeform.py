@@ -12,7 +12,6 @@ and the summary gives each reward's rank correlation with the physician-rubric s
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from catrl import healthbench, selection
 from catrl.datasets import load_examples
 from catrl.engines.base import Engine
 from catrl.errors import InputError
+from catrl.evaluate import Progress, stage_counter
 from catrl.judging import equivalence_request, judge_many, parse_verdict
 from catrl.metrics import paired_diff, spearman_clustered
 from catrl.rewards import rubric_rewards
@@ -31,7 +31,6 @@ from catrl.types import Example, Sampling
 
 METHODS = ("single", "min_ppl", "self_bon", "mutual", "cat")
 REWARDS = ("self_rubric", "question_rubric", "judge_equiv")
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -85,8 +84,7 @@ def run_freeform_eval(
     cap = lambda m: min(n, cfg.method_limits.get(m, n))  # noqa: E731
 
     requests = [build_request(e, "raw") for e in examples]
-    tick("rollouts", 0, n)
-    groups = policy.generate(requests, cfg.sampling, n=cfg.g, on_result=_counter(tick, "rollouts", n))
+    groups = policy.generate(requests, cfg.sampling, n=cfg.g, on_result=stage_counter(tick, "rollouts", n))
     texts = [[c.text for c in g] for g in groups]
     convs = [conversation_text(e.messages) for e in examples]
 
@@ -94,9 +92,8 @@ def run_freeform_eval(
     refs = None
     if "cat" in cfg.methods:
         k = cap("cat")
-        tick("synthesis", 0, k)
         refs = synthesize_many(anchor, texts[:k], "freeform", cfg.anchor_sampling, ids=[e.id for e in examples[:k]],
-                               on_result=_counter(tick, "synthesis", k))
+                               on_result=stage_counter(tick, "synthesis", k))
     if "single" in cfg.methods:
         for i in range(cap("single")):
             picks[i]["single"] = {"index": 0, "flags": []}
@@ -184,16 +181,6 @@ def _reward_validity(out, examples, refs, anchor, judge, cfg, tick) -> None:
             pos += 1
             r.setdefault("rewards", {})["judge_equiv"] = 1.0 if v.met else 0.0
     tick("judge judge_equiv", len(reqs), len(reqs))
-
-
-def _counter(tick: Progress, stage: str, total: int):
-    done = [0]
-
-    def on_result(i, comps):
-        done[0] += 1
-        tick(stage, done[0], total)
-
-    return on_result
 
 
 def summarize_freeform(results: list[ConversationResult]) -> dict[str, Any]:

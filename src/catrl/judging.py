@@ -17,7 +17,6 @@ from catrl import prompting
 from catrl.delimit import escape_delimiters, format_conversation, wrap
 from catrl.engines.base import Engine
 from catrl.errors import InputError
-from catrl.rubrics import as_messages
 from catrl.types import ChatRequest, Criterion, Message, Rubric, Sampling, Verdict
 from catrl.xmlout import last_block, text_of, yes_no
 
@@ -27,7 +26,7 @@ _MET_TAIL = re.compile(r"<met>\s*(yes|no)\s*</met>\s*(?:</verdict>)?\s*$", re.IG
 
 
 def criterion_request(conversation: Conversation, response: str, criterion: Criterion, prompt: str = "judge_criterion") -> ChatRequest:
-    values = {"conversation": format_conversation(as_messages(conversation)), "response": escape_delimiters(response),
+    values = {"conversation": format_conversation(conversation), "response": escape_delimiters(response),
               "criterion": escape_delimiters(criterion.text)}
     if prompt == "healthbench_grader":
         values["points"] = f"{criterion.points:g}"
@@ -37,7 +36,7 @@ def criterion_request(conversation: Conversation, response: str, criterion: Crit
 def batched_request(conversation: Conversation, response: str, criteria: Sequence[Criterion]) -> ChatRequest:
     listed = "\n".join(wrap("criterion", c.text, id=str(i)) for i, c in enumerate(criteria, 1))
     return ChatRequest.user(prompting.render(
-        "judge_batched", conversation=format_conversation(as_messages(conversation)), response=escape_delimiters(response),
+        "judge_batched", conversation=format_conversation(conversation), response=escape_delimiters(response),
         criteria=listed, count=str(len(criteria)),
     ))
 
@@ -45,7 +44,7 @@ def batched_request(conversation: Conversation, response: str, criteria: Sequenc
 def equivalence_request(conversation: Conversation, response: str, reference: str) -> ChatRequest:
     """The model-as-judge baseline reward: is the response equivalent to the reference?"""
     return ChatRequest.user(prompting.render(
-        "judge_equivalence", conversation=format_conversation(as_messages(conversation)),
+        "judge_equivalence", conversation=format_conversation(conversation),
         reference=escape_delimiters(reference), response=escape_delimiters(response),
     ))
 

@@ -25,13 +25,6 @@ from catrl.xmlout import last_block, text_of
 MAX_CRITERION_CHARS = 1000
 
 
-def as_messages(conversation: str | Sequence[Message]) -> list[Message]:
-    """A conversation given as plain text is one user turn."""
-    if isinstance(conversation, str):
-        return [{"role": "user", "content": conversation}]
-    return [dict(m) for m in conversation]
-
-
 def rubric_request(
     reference: str | None = None, conversation: str | Sequence[Message] | None = None,
     min_criteria: int = 5, max_criteria: int = 20, id: str = "",
@@ -42,7 +35,7 @@ def rubric_request(
         return ChatRequest.user(prompting.render("rubric_from_reference", reference=wrap("reference", reference), **bounds), id=id)
     if conversation is None:
         raise InputError("a rubric needs a reference or a conversation")
-    return ChatRequest.user(prompting.render("rubric_from_question", conversation=format_conversation(as_messages(conversation)), **bounds), id=id)
+    return ChatRequest.user(prompting.render("rubric_from_question", conversation=format_conversation(conversation), **bounds), id=id)
 
 
 def _key(text: str) -> str:

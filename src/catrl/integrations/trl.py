@@ -113,7 +113,7 @@ class CaTRewardFunc:
         texts = [completion_text(c) for c in completions]
         rollouts = [[texts[i] for i in g] for g in groups]
         if isinstance(self.reward, RubricReward):
-            convs = [prompts[g[0]] if not isinstance(prompts[g[0]], str) else [{"role": "user", "content": prompts[g[0]]}] for g in groups]
+            convs = [prompts[g[0]] for g in groups]  # text or messages: RubricReward takes either
             lengths = [[len(completion_ids[i]) for i in g] for g in groups] if completion_ids is not None else None
             records = self.reward.score_groups(convs, rollouts, lengths=lengths)
         else:
