@@ -5,7 +5,8 @@ paper's Qwen settings), max 512 new tokens, the first 200 GSM8K test questions. 
 min-PPL and CaT on all of them; self-selected best-of-N and USC on the first 100; mutual
 predictability on the first 50; accuracy vs G on the first --sweep-limit questions. Every model
 call is cached: rerun the same command to resume after a kill. Writes results, summary, plot and the
-HTML audit page to --out and ends with `cat_quality: cat=<acc> majority=<acc> single=<acc>`.
+HTML audit page to --out and ends with
+`cat_quality: n=<questions> single=<acc> majority=<acc> cat=<acc> cat_minus_majority=<d>`.
 
     python bench/cat_quality.py [--limit 200] [--out docs/cat_quality]
 """
@@ -74,8 +75,10 @@ def main() -> None:
     out.print(paired_table(summary))
     out.print(analyses_table(summary))
     m = summary["methods"]
-    out.print(f"cat_quality: cat={m['cat']['mean']:.3f} majority={m['majority']['mean']:.3f} single={m['single']['mean']:.3f}")
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    d = m["cat"]["mean"] - m["majority"]["mean"]
+    out.print(f"cat_quality: n={len(results)} single={m['single']['mean']:.3f} majority={m['majority']['mean']:.3f} "
+              f"cat={m['cat']['mean']:.3f} cat_minus_majority={d:+.3f}")
 
 
 if __name__ == "__main__":

@@ -422,6 +422,52 @@ def label(
     out.print(f"labeled {stats['written']} rows ({stats['resumed']} already done) -> {output}{agree}")
 
 
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Argument(help="YAML run config (fields: see docs/cat_rl/config.yaml). Optional: flags alone work too.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config field: KEY=VALUE (repeatable), e.g. -s steps=10 -s output_dir=runs/x.")] = None,
+) -> None:
+    """CaT-RL: GRPO (TRL) with CaT rewards from a frozen anchor, LoRA on CPU or GPU. Run the same command again to resume after a kill."""
+    try:
+        from catrl.train import train as run_train
+        from catrl.train_config import load_config
+
+        cfg = load_config(config, set_)
+        console.print(f"CaT-RL: policy {cfg.policy}, anchor {cfg.anchor or cfg.policy}"
+                      f"{' @ ' + cfg.anchor_base_url if cfg.anchor_base_url else ' (llama.cpp)'}, {cfg.dataset} "
+                      f"[{cfg.offset}:{cfg.offset + cfg.limit if cfg.limit else ''}], G={cfg.g}, {cfg.prompts_per_step} questions/step, "
+                      f"{cfg.steps} steps -> {cfg.output_dir}")
+        res = run_train(cfg)
+    except CatrlError as e:
+        _fail(e)
+        return
+    resumed = f" (resumed from step {res.resumed_from})" if res.resumed_from else ""
+    out.print(f"trained {res.steps} steps{resumed} -> {res.output_dir}: metrics.jsonl, audit.jsonl, "
+              f"{res.curves.name if res.curves else 'no curves'}, adapter/, merged/")
+
+
+@app.command()
+def sft(
+    labels: Annotated[Path, typer.Argument(help="`catrl label` output (JSONL with question and reference).")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o")] = Path("runs/cat-sft"),
+    policy: Annotated[str, typer.Option("--policy", help="Embedded model name, .gguf, or HF model directory.")] = "qwen2.5-coder-0.5b",
+    prompt: Annotated[str, typer.Option("--prompt", help="Prompt template the labels were sampled with: solve (verifiable) or raw (free-form).")] = "solve",
+    epochs: float = 1.0, learning_rate: float = 1e-4, batch_size: int = 4, max_length: int = 1024,
+    lora_r: int = 16, max_steps: int = -1, dtype: str = "bf16", seed: int = 0,
+) -> None:
+    """CaT-SFT baseline: fine-tune (LoRA) on the synthesized references of `catrl label`. Resumable."""
+    try:
+        from catrl.sft import SFTOptions, sft as run_sft
+
+        merged = run_sft(labels, SFTOptions(policy=policy, output_dir=str(output_dir), prompt=prompt, epochs=epochs,
+                                            learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
+                                            lora_r=lora_r, max_steps=max_steps, dtype=dtype, seed=seed))
+    except CatrlError as e:
+        _fail(e)
+        return
+    out.print(f"CaT-SFT done -> {merged} (adapter in {output_dir / 'adapter'})")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

@@ -12,6 +12,8 @@ an empty rubric (the anchor never produced one) gives every rollout 0 with the r
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -53,6 +55,7 @@ class CaTReward:
     sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=1024))
     include_question: bool = False
     timeout_s: float = DEFAULT_TIMEOUT_S
+    last_seconds: dict[str, float] = field(default_factory=dict, repr=False)  # of the last score_groups call
 
     def __call__(self, question: str | None, rollouts: Sequence[str]) -> RewardRecord:
         return self.score_groups([question], [rollouts])[0]
@@ -65,8 +68,12 @@ class CaTReward:
         if self.include_question and any(q is None for q in questions):
             raise InputError("include_question=True needs every group's question")
         qs = list(questions) if self.include_question else None
+        t0 = time.perf_counter()
         refs = synthesize_many(self.anchor, groups, "reasoning", self.sampling, questions=qs)
-        return [verifiable_rewards(ref, g, self.match, self.timeout_s) for ref, g in zip(refs, groups, strict=True)]
+        t1 = time.perf_counter()
+        out = [verifiable_rewards(ref, g, self.match, self.timeout_s) for ref, g in zip(refs, groups, strict=True)]
+        self.last_seconds = {"synthesis": t1 - t0, "verify": time.perf_counter() - t1}
+        return out
 
 
 # -- free-form half ------------------------------------------------------------------------------
@@ -118,6 +125,7 @@ class RubricReward:
     length_penalty: float = -1.0
     count_tokens: Callable[[str], int] | None = None
     sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=1024))
+    last_seconds: dict[str, float] = field(default_factory=dict, repr=False)  # of the last score_groups call
 
     def __call__(self, conversation: str | Sequence[Message], rollouts: Sequence[str]) -> RewardRecord:
         return self.score_groups([conversation], [rollouts])[0]
@@ -131,14 +139,18 @@ class RubricReward:
         for i, g in enumerate(groups):
             if len(g) == 0:
                 raise InputError(f"group {i}: empty group of rollouts; CaT needs at least one rollout")
+        t0 = time.perf_counter()
         refs = synthesize_many(self.anchor, groups, "freeform", self.sampling)
+        t1 = time.perf_counter()
         from_q = self.rubric_from == "question"
         rubrics = propose_rubrics(
             self.anchor, [r.text for r in refs], conversations, from_question=from_q,
             min_criteria=self.min_criteria, max_criteria=self.max_criteria, sampling=self.sampling,
         )
         items = [(conv, r, rub) for conv, g, rub in zip(conversations, groups, rubrics, strict=True) for r in g]
+        t2 = time.perf_counter()
         flat = judge_many(self.judge, items, self.judge_mode)
+        self.last_seconds = {"synthesis": t1 - t0, "rubric": t2 - t1, "verify": time.perf_counter() - t2}
         out, k = [], 0
         for gi, (ref, rub, g) in enumerate(zip(refs, rubrics, groups, strict=True)):
             lens = list(lengths[gi]) if lengths is not None else self._lengths(g)

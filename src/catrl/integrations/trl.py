@@ -131,6 +131,8 @@ class CaTRewardFunc:
         if log_metric is not None:
             for name, value in step_metrics(records, golds).items():
                 log_metric(name, value)
+            for stage, sec in getattr(self.reward, "last_seconds", {}).items():
+                log_metric(f"cat/{stage}_seconds", sec)
         if self.audit_path is not None:
             self.audit_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.audit_path, "a", encoding="utf-8") as f:

@@ -39,3 +39,60 @@ def plot_sweep(summary: dict[str, Any], path: Path, title: str = "") -> Path | N
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+TRAIN_PANELS = (
+    ("reward", "CaT reward (mean)"),
+    ("cat/zero_variance_groups", "groups with zero reward variance"),
+    ("cat/reference_agrees_with_majority", "reference = majority answer"),
+    ("cat/reference_accuracy_vs_gold", "reference accuracy vs gold (monitoring)"),
+    ("completions/mean_length", "completion length (tokens)"),
+    ("loss", "loss"),
+)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl rows, the last row per step winning (a resumed run re-logs steps)."""
+    import json
+
+    by_step: dict[int, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            by_step[int(row.get("step", 0))] = row
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def plot_curves(metrics_path: Path, path: Path, title: str = "", smooth: int = 5) -> Path | None:
+    """Training curves of a CaT-RL run: reward, zero-variance groups, reference agreement and
+    (when gold exists) reference accuracy, completion length, loss; raw points plus a moving mean."""
+    rows = read_metrics(metrics_path)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    panels = [(k, label) for k, label in TRAIN_PANELS if any(r.get(k) is not None for r in rows)]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(6, 1.9 * len(panels)), dpi=110, sharex=True, squeeze=False)
+    for ax, (key, label) in zip(axes[:, 0], panels):
+        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        x, y = np.array([p[0] for p in pts]), np.array([p[1] for p in pts], dtype=float)
+        ax.plot(x, y, ".", color="tab:gray", markersize=3, alpha=0.6)
+        if len(y) >= smooth:
+            ax.plot(x[smooth - 1 :], np.convolve(y, np.ones(smooth) / smooth, mode="valid"), color="tab:red", linewidth=1.5)
+        ax.set_ylabel(label, fontsize=7)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("GRPO step")
+    if title:
+        axes[0, 0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

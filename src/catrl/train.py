@@ -1,0 +1,228 @@
+"""CaT-RL on one machine: TRL's GRPOTrainer with the CaT reward, LoRA, checkpoints and resume.
+
+The policy trains in transformers (an HF directory, made once from an embedded GGUF); the anchor
+is a separate frozen engine (the same initial model on llama.cpp, or a server), so the reference
+never comes from the weights being trained. Each optimizer step generates `prompts_per_step`
+whole groups of G completions and scores them in one reward call (one batched anchor call). A run
+directory holds: config.yaml, checkpoint-N/ (every `save_steps`), metrics.jsonl (one row per
+step), audit.jsonl (every group's reference, answers and rewards), curves.png, and at the end
+adapter/ (LoRA) and merged/ (a plain HF model). Run the same command again to resume after a kill.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from catrl import prompting
+from catrl.datasets import gold_answer, load_examples
+from catrl.engines.factory import EngineOptions, open_engine
+from catrl.errors import InputError
+from catrl.report.plots import plot_curves
+from catrl.train_config import TrainConfig, dump_config
+from catrl.types import Sampling
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    steps: int
+    resumed_from: int | None
+    adapter_dir: Path | None
+    merged_dir: Path | None
+    curves: Path | None
+
+
+def prompt_rows(cfg: TrainConfig, count_tokens: Callable[[list[dict]], int]) -> tuple[list[dict[str, Any]], int]:
+    """Dataset rows for GRPOTrainer: a conversational `prompt` and, if the data has one, a `gold`
+    answer for monitoring. Returns (rows, number dropped for exceeding max_prompt_tokens)."""
+    limit = cfg.offset + cfg.limit if cfg.limit is not None else None
+    examples = load_examples(cfg.dataset, limit=limit)[cfg.offset :]
+    if not examples:
+        raise InputError(f"dataset {cfg.dataset!r} has no rows after offset {cfg.offset}")
+    rows, dropped = [], 0
+    for e in examples:
+        if e.messages is not None:
+            messages = [dict(m) for m in e.messages]
+        else:
+            messages = [{"role": "user", "content": prompting.render(cfg.prompt, question=e.question)}]
+        if count_tokens(messages) > cfg.max_prompt_tokens:
+            dropped += 1
+            continue
+        row: dict[str, Any] = {"prompt": messages, "id": e.id}
+        row["gold"] = gold_answer(cfg.dataset, e.gold) if cfg.task == "math" and e.gold is not None else None
+        rows.append(row)
+    if not rows:
+        raise InputError(f"every prompt of {cfg.dataset!r} is longer than max_prompt_tokens={cfg.max_prompt_tokens}")
+    return rows, dropped
+
+
+def build_reward(cfg: TrainConfig, audit_path: Path):
+    """The CaT reward function for TRL, over a frozen anchor engine."""
+    from catrl.integrations.trl import CaTRewardFunc
+    from catrl.rewards import CaTReward, RubricReward
+
+    anchor_model = cfg.anchor or (cfg.policy if not Path(cfg.policy).is_dir() else None)
+    if anchor_model is None:
+        raise InputError("config: field 'anchor' is required when 'policy' is an HF directory (the anchor runs on llama.cpp or a server)")
+    anchor = open_engine(EngineOptions(model=anchor_model, base_url=cfg.anchor_base_url, threads=cfg.threads,
+                                       max_seqs=max(4, cfg.prompts_per_step * (1 if cfg.task == "math" else cfg.g)),
+                                       use_cache=False))
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_tokens=cfg.anchor_max_tokens, seed=cfg.seed)
+    if cfg.task == "math":
+        reward = CaTReward(anchor, match=cfg.match, sampling=sampling)
+    else:
+        judge = anchor
+        if cfg.judge or cfg.judge_base_url:
+            judge = open_engine(EngineOptions(model=cfg.judge or anchor_model, base_url=cfg.judge_base_url,
+                                              threads=cfg.threads, use_cache=False))
+        reward = RubricReward(anchor, judge, sampling=sampling)
+    return CaTRewardFunc(reward, num_generations=cfg.g, gold_column="gold", audit_path=audit_path)
+
+
+def grpo_args(cfg: TrainConfig, out: Path):
+    from trl import GRPOConfig
+
+    micro = cfg.micro_batch or cfg.g
+    return GRPOConfig(
+        output_dir=str(out),
+        use_cpu=_no_accelerator(), bf16=cfg.dtype == "bf16" and not _no_accelerator(),
+        gradient_checkpointing=False,
+        num_generations=cfg.g,
+        # one optimizer step = one generation batch of prompts_per_step whole groups, scored in one reward
+        # call, then split into micro-batches of `micro_batch` completions (gradient accumulation)
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=cfg.g * cfg.prompts_per_step // micro,
+        max_completion_length=cfg.max_completion_tokens,
+        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+        learning_rate=cfg.learning_rate, beta=cfg.beta, loss_type=cfg.loss_type,
+        max_steps=cfg.steps, save_steps=cfg.save_steps, save_strategy="steps", save_total_limit=2,
+        logging_steps=1, report_to="none", seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
+        model_init_kwargs={"dtype": "bfloat16" if cfg.dtype == "bf16" else "float32"},
+        disable_tqdm=False,
+    )
+
+
+def _no_accelerator() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return Path(p) if out.is_dir() and (p := get_last_checkpoint(str(out))) else None
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    return int(state["global_step"])
+
+
+def trim_metrics(path: Path, upto_step: int) -> None:
+    """On resume, drop metric rows logged after the checkpoint (those steps are trained again)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line from the kill
+        if row.get("step", 0) <= upto_step:
+            keep.append(line)
+    path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+
+
+def metrics_callback(path: Path):
+    from transformers import TrainerCallback
+
+    class MetricsJSONL(TrainerCallback):
+        """One JSON row per logging step: TRL's metrics plus the CaT metrics the reward logged."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "train_runtime" not in logs:
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+    return MetricsJSONL()
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    """Run (or resume) CaT-RL as configured; export the adapter and a merged model at the end."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import GRPOTrainer
+
+    from catrl.hf_policy import resolve_policy
+
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "config.yaml"
+    if saved.exists() and last_checkpoint(out):
+        log.info("resuming the run in %s (its config.yaml is kept; this run's config is in config.resume.yaml)", out)
+        dump_config(cfg, out / "config.resume.yaml")
+    else:
+        dump_config(cfg, saved)
+    policy_dir = resolve_policy(cfg.policy)
+    tok = AutoTokenizer.from_pretrained(str(policy_dir), padding_side="left")
+
+    def count(messages: list[dict]) -> int:
+        return len(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+
+    from datasets import Dataset
+
+    rows, dropped = prompt_rows(cfg, count)
+    if dropped:
+        log.warning("dropped %d prompts longer than max_prompt_tokens=%d", dropped, cfg.max_prompt_tokens)
+    reward = build_reward(cfg, out / "audit.jsonl")
+    peft_config = None
+    if cfg.lora_r > 0:
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
+    ckpt = last_checkpoint(out)
+    resumed = checkpoint_step(ckpt) if ckpt else None
+    trim_metrics(out / "metrics.jsonl", resumed or 0)
+    if ckpt is None:
+        for stale in ("metrics.jsonl", "audit.jsonl"):
+            (out / stale).unlink(missing_ok=True)
+    trainer = GRPOTrainer(
+        model=str(policy_dir), reward_funcs=[reward], args=grpo_args(cfg, out),
+        train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft_config,
+        callbacks=[metrics_callback(out / "metrics.jsonl")],
+    )
+    if not progress:
+        trainer.remove_callback(__import__("transformers").trainer_callback.ProgressCallback)
+    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    adapter_dir, merged_dir = export(trainer, tok, out)
+    curves = plot_curves(out / "metrics.jsonl", out / "curves.png", title=f"CaT-RL: {cfg.policy} on {cfg.dataset}")
+    reward.reward.anchor.close()
+    return TrainResult(out, trainer.state.global_step, resumed, adapter_dir, merged_dir, curves)
+
+
+def export(trainer, tok, out: Path) -> tuple[Path | None, Path]:
+    """The trained LoRA adapter (if any) and a merged plain HF model that any stack can load."""
+    model = trainer.model
+    adapter_dir = None
+    if hasattr(model, "merge_and_unload"):
+        adapter_dir = out / "adapter"
+        model.save_pretrained(str(adapter_dir))
+        tok.save_pretrained(str(adapter_dir))
+        model = model.merge_and_unload()
+    merged_dir = out / "merged"
+    model.save_pretrained(str(merged_dir), safe_serialization=True)
+    tok.save_pretrained(str(merged_dir))
+    return adapter_dir, merged_dir

@@ -1,0 +1,147 @@
+"""CaT-RL and CaT-SFT: config errors, label reading, resume bookkeeping (fast), and real GRPO and
+SFT steps on the smallest embedded model (policy in transformers, anchor on llama.cpp)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from catrl.errors import InputError
+from catrl.sft import read_labels
+from catrl.train import prompt_rows, trim_metrics
+from catrl.train_config import load_config
+
+
+def test_config_file_and_overrides(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text("policy: smollm2-135m\ng: 4\nlearning_rate: 2e-5\nlora_targets: [q_proj, v_proj]\n")
+    cfg = load_config(p, ["steps=3", "output-dir=/tmp/x", "anchor=qwen2.5-coder-0.5b"])
+    assert (cfg.policy, cfg.g, cfg.learning_rate, cfg.steps, cfg.output_dir) == ("smollm2-135m", 4, 2e-5, 3, "/tmp/x")
+    assert cfg.lora_targets == ["q_proj", "v_proj"] and cfg.anchor == "qwen2.5-coder-0.5b"
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("g: 4\nstepz: 3\n", [], r"run\.yaml:2: unknown field 'stepz'"),
+    ("g: 4\nsteps: many\n", [], r"run\.yaml:2: field 'steps' must be int"),
+    ("g: 1\n", [], r"field 'g' = 1 must be >= 2"),
+    ("task: poetry\n", [], r"field 'task' = 'poetry' must be math or freeform"),
+    ("g: [4\n", [], r"run\.yaml:\d+: not valid YAML"),
+    ("- g\n", [], r"run\.yaml:1: the config must be a mapping"),
+    ("g: 4\n", ["steps"], r"--set steps: expected key=value"),
+    ("g: 4\n", ["nope=1"], r"--set nope=1: unknown field 'nope'"),
+    ("g: 4\n", ["micro_batch=3"], r"'micro_batch' = 3 must divide"),
+])
+def test_config_errors_name_file_line_and_field(tmp_path, text, overrides, message):
+    p = tmp_path / "run.yaml"
+    p.write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_config(p, overrides)
+
+
+def test_prompt_rows_offset_gold_and_length_filter():
+    cfg = load_config(None, ["dataset=gsm8k", "offset=2", "limit=3", "max_prompt_tokens=700"])
+    rows, dropped = prompt_rows(cfg, lambda msgs: 10 * len(msgs[0]["content"].split()))
+    assert len(rows) + dropped == 3 and dropped >= 1  # some GSM8K prompts exceed 40 words
+    assert all(r["prompt"][0]["role"] == "user" and "\\boxed" in r["prompt"][0]["content"] for r in rows)
+    assert all(r["gold"] and "####" not in r["gold"] for r in rows)  # the final answer only, for monitoring
+    first, _ = prompt_rows(load_config(None, ["limit=3"]), lambda m: 0)
+    offset, _ = prompt_rows(load_config(None, ["offset=2", "limit=1"]), lambda m: 0)
+    assert [r["id"] for r in offset] == [first[2]["id"]]  # offset rows are disjoint from the first rows
+
+
+def test_trim_metrics_drops_steps_after_the_checkpoint(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text("".join(json.dumps({"step": s, "reward": s / 10}) + "\n" for s in (1, 2, 3)) + '{"step": 4, "rew')
+    trim_metrics(p, 2)
+    assert [json.loads(x)["step"] for x in p.read_text().splitlines()] == [1, 2]
+
+
+def test_read_labels_errors_and_skips(tmp_path):
+    p = tmp_path / "labels.jsonl"
+    p.write_text(json.dumps({"question": "1+1?", "reference": "2 \\boxed{2}", "answer": "2"}) + "\n"
+                 + json.dumps({"question": "2+2?", "reference": "I am not sure", "answer": None}) + "\n")
+    rows, skipped = read_labels(p, "solve")
+    assert skipped == 1 and rows[0]["completion"][0]["content"] == "2 \\boxed{2}" and "1+1?" in rows[0]["prompt"][0]["content"]
+    p.write_text(json.dumps({"question": "1+1?", "reference": "x"}) + "\n{broken\n")
+    with pytest.raises(InputError, match=r"labels\.jsonl:2: not valid JSON"):
+        read_labels(p, "solve")
+    p.write_text(json.dumps({"question": "1+1?"}) + "\n")
+    with pytest.raises(InputError, match=r"labels\.jsonl:1: field 'reference'"):
+        read_labels(p, "solve")
+
+
+# -- real models ---------------------------------------------------------------------------------
+pytest.importorskip("trl")
+
+SMOL = ["policy=smollm2-135m", "g=2", "prompts_per_step=2", "max_completion_tokens=24", "anchor_max_tokens=48",
+        "limit=6", "dtype=fp32", "threads=2"]
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_two_real_grpo_steps_see_whole_groups(tmp_path, smol_path):
+    """Two GRPO steps; micro-batches of 1 completion (< G) with gradient accumulation 4: every
+    reward call still gets the whole generation batch of whole groups (TRL #3896)."""
+    from catrl.train import train
+
+    cfg = load_config(None, SMOL + ["steps=2", "save_steps=2", "micro_batch=1", f"output_dir={tmp_path / 'run'}"])
+    res = train(cfg, progress=False)
+    run = tmp_path / "run"
+    assert res.steps == 2 and res.resumed_from is None
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert all("cat/reward_mean" in m and "cat/synthesis_seconds" in m and "reward" in m for m in metrics)
+    audit = [json.loads(x) for x in (run / "audit.jsonl").read_text().splitlines()]
+    by_call: dict[int, list] = {}
+    for row in audit:
+        by_call.setdefault(row["call"], []).append(row["completions"])
+    assert by_call == {0: [[0, 1], [2, 3]], 1: [[0, 1], [2, 3]]}  # one call per step, 2 whole groups of G=2
+    assert all(len(r["rewards"]) == 2 and r["reference"]["prompt"] for r in audit)
+    assert (run / "adapter" / "adapter_config.json").is_file() and (run / "merged" / "config.json").is_file()
+    assert (run / "curves.png").stat().st_size > 0 and (run / "config.yaml").is_file()
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_catrl_train_resumes_after_a_kill(tmp_path, smol_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "catrl", "train"] + sum((["-s", s] for s in SMOL + ["steps=3", "save_steps=1", f"output_dir={run}"]), [])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    deadline = time.monotonic() + 400
+    while not (run / "checkpoint-1" / "trainer_state.json").exists():
+        assert first.poll() is None, "catrl train exited before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 400 s"
+        time.sleep(0.5)
+    time.sleep(1.0)  # let the checkpoint finish writing
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert not (run / "merged").exists()
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "resumed from step" in second.stdout
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3]  # no step lost, none logged twice
+    state = json.loads((run / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and (run / "merged" / "config.json").is_file()
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_cat_sft_on_label_output(tmp_path, smol_path):
+    from catrl.sft import SFTOptions, sft
+
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps({"question": f"What is {i}+{i}?", "reference": f"{i}+{i}={2 * i}. \\boxed{{{2 * i}}}",
+                                          "answer": str(2 * i)}) + "\n" for i in range(4)))
+    merged = sft(labels, SFTOptions(policy="smollm2-135m", output_dir=str(tmp_path / "sft"), max_steps=2, batch_size=2, dtype="fp32"))
+    assert (merged / "config.json").is_file() and (tmp_path / "sft" / "adapter" / "adapter_config.json").is_file()
+    losses = [json.loads(x).get("loss") for x in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert any(isinstance(v, (int, float)) and v > 0 for v in losses)
