@@ -145,3 +145,21 @@ def test_cat_sft_on_label_output(tmp_path, smol_path):
     assert (merged / "config.json").is_file() and (tmp_path / "sft" / "adapter" / "adapter_config.json").is_file()
     losses = [json.loads(x).get("loss") for x in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
     assert any(isinstance(v, (int, float)) and v > 0 for v in losses)
+
+
+@pytest.mark.real_model
+def test_transformers_engine_generates_greedy_and_sampled(smol_path):
+    """The engine that evaluates trained policies: greedy is deterministic, n samples per request."""
+    from catrl.engines.transformers import TransformersEngine
+    from catrl.hf_policy import resolve_policy
+    from catrl.types import ChatRequest, Sampling
+
+    eng = TransformersEngine(resolve_policy("smollm2-135m"), batch_size=3, dtype="fp32")
+    reqs = [ChatRequest.user("What is 2+2?"), ChatRequest.user("Name a color.")]
+    seen = []
+    greedy = eng.generate(reqs, Sampling(temperature=0, max_tokens=16), on_result=lambda i, c: seen.append(i))
+    again = eng.generate(reqs, Sampling(temperature=0, max_tokens=16))
+    assert [g[0].text for g in greedy] == [g[0].text for g in again] and all(g[0].text.strip() for g in greedy)
+    assert sorted(seen) == [0, 1] and all(0 < g[0].completion_tokens <= 16 for g in greedy)
+    sampled = eng.generate(reqs, Sampling(temperature=1.0, top_p=1.0, top_k=0, max_tokens=8, seed=1), n=2)
+    assert [len(g) for g in sampled] == [2, 2] and eng.identity.startswith("transformers:smollm2-135m:")

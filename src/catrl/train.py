@@ -156,11 +156,23 @@ def metrics_callback(path: Path):
     return MetricsJSONL()
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
-    """Run (or resume) CaT-RL as configured; export the adapter and a merged model at the end."""
+@dataclass
+class Run:
+    """A GRPOTrainer wired for CaT, not yet started: what `train` runs and benchmarks time."""
+
+    trainer: Any
+    reward: Any  # the CaTRewardFunc
+    tokenizer: Any
+    output_dir: Path
+    checkpoint: Path | None
+
+
+def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer
+    from transformers.trainer_callback import ProgressCallback
     from trl import GRPOTrainer
 
     from catrl.hf_policy import resolve_policy
@@ -171,19 +183,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    saved = out / "config.yaml"
-    if saved.exists() and last_checkpoint(out):
-        log.info("resuming the run in %s (its config.yaml is kept; this run's config is in config.resume.yaml)", out)
+    ckpt = last_checkpoint(out)
+    if ckpt is not None:
+        log.info("resuming %s from %s (its config.yaml is kept; this run's is config.resume.yaml)", out, ckpt.name)
         dump_config(cfg, out / "config.resume.yaml")
     else:
-        dump_config(cfg, saved)
+        dump_config(cfg, out / "config.yaml")
+        for stale in ("metrics.jsonl", "audit.jsonl"):
+            (out / stale).unlink(missing_ok=True)
+    trim_metrics(out / "metrics.jsonl", checkpoint_step(ckpt) if ckpt else 0)
     policy_dir = resolve_policy(cfg.policy)
     tok = AutoTokenizer.from_pretrained(str(policy_dir), padding_side="left")
 
     def count(messages: list[dict]) -> int:
         return len(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
-
-    from datasets import Dataset
 
     rows, dropped = prompt_rows(cfg, count)
     if dropped:
@@ -193,24 +206,28 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     if cfg.lora_r > 0:
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                  target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
-    ckpt = last_checkpoint(out)
-    resumed = checkpoint_step(ckpt) if ckpt else None
-    trim_metrics(out / "metrics.jsonl", resumed or 0)
-    if ckpt is None:
-        for stale in ("metrics.jsonl", "audit.jsonl"):
-            (out / stale).unlink(missing_ok=True)
     trainer = GRPOTrainer(
         model=str(policy_dir), reward_funcs=[reward], args=grpo_args(cfg, out),
         train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft_config,
         callbacks=[metrics_callback(out / "metrics.jsonl")],
     )
     if not progress:
-        trainer.remove_callback(__import__("transformers").trainer_callback.ProgressCallback)
-    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-    adapter_dir, merged_dir = export(trainer, tok, out)
-    curves = plot_curves(out / "metrics.jsonl", out / "curves.png", title=f"CaT-RL: {cfg.policy} on {cfg.dataset}")
-    reward.reward.anchor.close()
-    return TrainResult(out, trainer.state.global_step, resumed, adapter_dir, merged_dir, curves)
+        trainer.remove_callback(ProgressCallback)
+    return Run(trainer, reward, tok, out, ckpt)
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    """Run (or resume) CaT-RL as configured; export the adapter and a merged model at the end."""
+    run = build_run(cfg, progress)
+    try:
+        run.trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint else None)
+        adapter_dir, merged_dir = export(run.trainer, run.tokenizer, run.output_dir)
+        curves = plot_curves(run.output_dir / "metrics.jsonl", run.output_dir / "curves.png",
+                             title=f"CaT-RL: {cfg.policy} on {cfg.dataset}")
+    finally:
+        run.reward.reward.anchor.close()
+    resumed = checkpoint_step(run.checkpoint) if run.checkpoint else None
+    return TrainResult(run.output_dir, run.trainer.state.global_step, resumed, adapter_dir, merged_dir, curves)
 
 
 def export(trainer, tok, out: Path) -> tuple[Path | None, Path]:

@@ -1,0 +1,111 @@
+"""CaT-RL on this CPU, end to end: greedy accuracy before, the GRPO run, greedy accuracy after.
+
+The run is docs/cat_rl/config.yaml (Qwen2.5-Coder-0.5B policy with LoRA in transformers, the same
+initial model frozen on llama.cpp as anchor, the first 200 GSM8K test questions as unlabeled
+prompts; no label reaches the reward). Accuracy is greedy, through the same transformers engine
+before and after, on those 200 questions and on 200 disjoint ones (GSM8K test 200-399), with
+Wilson CIs and paired differences. Every stage resumes: the evaluations through the call cache,
+training from its last checkpoint. Copies metrics, curves and the summary into docs/cat_rl/ and
+ends with `cat_rl: before=<acc> after=<acc> heldout_before=<acc> heldout_after=<acc>`.
+
+    python bench/cat_rl.py [--config docs/cat_rl/config.yaml] [--set steps=100] [--eval-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from catrl.cache import CallCache
+from catrl.datasets import gold_answer, load_examples
+from catrl.engines.base import CachedEngine
+from catrl.engines.transformers import TransformersEngine
+from catrl.hf_policy import resolve_policy
+from catrl.metrics import accuracy, paired_diff
+from catrl.paths import default_call_cache
+from catrl.rollouts import build_request
+from catrl.train import train
+from catrl.train_config import load_config
+from catrl.types import Sampling
+from catrl.verify import equivalent, extract_answer
+
+GREEDY = Sampling(temperature=0.0, max_tokens=512, seed=0)
+
+
+def greedy_correct(engine, examples, label: str) -> list[bool]:
+    done, t0 = [0], time.time()
+
+    def tick(i, comps):
+        done[0] += 1
+        if done[0] % 16 == 0 or done[0] == len(examples):
+            print(f"  [{time.time() - t0:6.0f}s] {label}: {done[0]}/{len(examples)}", flush=True)
+
+    groups = engine.generate([build_request(e, "solve") for e in examples], GREEDY, n=1, on_result=tick)
+    out = []
+    for e, g in zip(examples, groups, strict=True):
+        ans = extract_answer(g[0].text)
+        gold = gold_answer("gsm8k", e.gold)
+        out.append(ans is not None and gold is not None and equivalent(gold, ans).equal)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", type=Path, default=Path("docs/cat_rl/config.yaml"))
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--heldout", type=int, default=200)
+    ap.add_argument("--eval-only", action="store_true", help="only the before-evaluation (to warm the cache)")
+    ap.add_argument("--out", type=Path, default=Path("docs/cat_rl"))
+    args = ap.parse_args()
+    cfg = load_config(args.config, args.set)
+    if cfg.limit is None:
+        raise SystemExit("the config must set limit (the training questions)")
+    data = load_examples(cfg.dataset, limit=cfg.offset + cfg.limit + args.heldout)
+    train_ex = data[cfg.offset : cfg.offset + cfg.limit]
+    held_ex = data[cfg.offset + cfg.limit :]
+    cache = CallCache(default_call_cache())
+    base_dir = resolve_policy(cfg.policy)
+
+    base = CachedEngine(TransformersEngine(base_dir, threads=cfg.threads), cache)
+    before = greedy_correct(base, train_ex, "before, train"), greedy_correct(base, held_ex, "before, held-out")
+    base.close()
+    if args.eval_only:
+        print(f"before: train {accuracy(before[0]).mean:.3f} held-out {accuracy(before[1]).mean:.3f}")
+        return
+    t0 = time.time()
+    res = train(cfg)
+    train_s = time.time() - t0
+    after_engine = CachedEngine(TransformersEngine(res.merged_dir, threads=cfg.threads), cache)
+    after = greedy_correct(after_engine, train_ex, "after, train"), greedy_correct(after_engine, held_ex, "after, held-out")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.jsonl", "curves.png", "config.yaml"):
+        if (res.output_dir / name).exists():
+            shutil.copy(res.output_dir / name, args.out / ("run_config.yaml" if name == "config.yaml" else name))
+    summary = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "steps": res.steps, "train_seconds_this_process": train_s,
+        "train": {"before": asdict(accuracy(before[0])), "after": asdict(accuracy(after[0])), "diff": asdict(paired_diff(after[0], before[0]))},
+        "heldout": {"before": asdict(accuracy(before[1])), "after": asdict(accuracy(after[1])), "diff": asdict(paired_diff(after[1], before[1]))},
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"command: python bench/cat_rl.py --config {args.config} {' '.join('--set ' + s for s in args.set)}; machine {summary['machine']}")
+    print(f"policy {cfg.policy} + LoRA r={cfg.lora_r}; anchor {cfg.anchor or cfg.policy} (llama.cpp, frozen); {res.steps} GRPO steps, "
+          f"G={cfg.g}, {cfg.prompts_per_step} questions/step, lr {cfg.learning_rate}; greedy, max {GREEDY.max_tokens} tokens")
+    print(f"{'set':<26}{'before':>18}{'after':>18}{'after - before':>26}")
+    for key, label in (("train", f"train (GSM8K {cfg.offset}-{cfg.offset + cfg.limit - 1})"), ("heldout", "held-out (disjoint)")):
+        s = summary[key]
+        b, a, d = s["before"], s["after"], s["diff"]
+        print(f"{label:<26}{b['mean']:>7.3f} [{b['lo']:.3f},{b['hi']:.3f}]{a['mean']:>7.3f} [{a['lo']:.3f},{a['hi']:.3f}]"
+              f"{d['diff']:>+9.3f} [{d['lo']:+.3f},{d['hi']:+.3f}] p={d['mcnemar_p']:.3g}")
+    print(f"cat_rl: before={summary['train']['before']['mean']:.3f} after={summary['train']['after']['mean']:.3f} "
+          f"heldout_before={summary['heldout']['before']['mean']:.3f} heldout_after={summary['heldout']['after']['mean']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Where one CaT-RL step's time goes: policy generation, anchor synthesis, reward computation
+(answer verification) and the rest (old-policy log-probs, loss, backward, optimizer step).
+
+Runs `--steps` real GRPO steps of the README's CPU config (Qwen2.5-Coder-0.5B policy with LoRA in
+transformers, the same initial model frozen on llama.cpp as anchor, G=8, 2 GSM8K questions per step)
+in a scratch directory. Generation is timed around the trainer's `_generate`, synthesis and
+verification inside the reward, the whole step by trainer callbacks; the first step (warm-up) is
+reported but left out of the shares. Ends with `grpo_step: cat_share=<(synthesis + reward) / step>`.
+
+    python bench/grpo_step.py [--steps 4] [--policy qwen2.5-coder-0.5b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+from transformers import TrainerCallback
+
+from catrl.train import build_run
+from catrl.train_config import load_config
+
+
+class StepClock(TrainerCallback):
+    def __init__(self):
+        self.starts, self.seconds = [], []
+
+    def on_step_begin(self, args, state, control, **kw):
+        self.starts.append(time.perf_counter())
+
+    def on_step_end(self, args, state, control, **kw):
+        self.seconds.append(time.perf_counter() - self.starts[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--policy", default="qwen2.5-coder-0.5b")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--set", action="append", default=[], help="extra config overrides key=value")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="grpo_step-") as tmp:
+        cfg = load_config(None, [f"policy={args.policy}", f"steps={args.steps}", f"save_steps={args.steps + 1}",
+                                 f"output_dir={tmp}", "g=8", "prompts_per_step=2", "max_completion_tokens=320",
+                                 "anchor_max_tokens=640", *args.set])
+        run = build_run(cfg, progress=False)
+        trainer, reward = run.trainer, run.reward
+        clock = StepClock()
+        trainer.add_callback(clock)
+        gen_seconds: list[float] = []
+        stage_seconds: list[dict[str, float]] = []
+        inner_generate = trainer._generate
+
+        def timed_generate(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return inner_generate(*a, **kw)
+            finally:
+                gen_seconds.append(time.perf_counter() - t0)
+
+        trainer._generate = timed_generate
+        inner_call = reward.__call__
+
+        class Timed:  # keep TRL's name for the reward and record the reward's own stage times
+            __name__ = reward.__name__
+
+            def __call__(self, *a, **kw):
+                out = inner_call(*a, **kw)
+                stage_seconds.append(dict(reward.reward.last_seconds))
+                return out
+
+        trainer.reward_funcs[0] = Timed()
+        trainer.train()
+        reward.reward.anchor.close()
+
+    rows = []
+    for i, total in enumerate(clock.seconds):
+        gen, st = gen_seconds[i], stage_seconds[i]
+        rest = total - gen - st["synthesis"] - st["verify"]
+        rows.append((i + 1, total, gen, st["synthesis"], st["verify"], rest))
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; policy {cfg.policy} (transformers, LoRA r={cfg.lora_r}, {cfg.dtype}), "
+          f"anchor {cfg.anchor or cfg.policy} (llama.cpp); G={cfg.g}, {cfg.prompts_per_step} questions/step, "
+          f"max {cfg.max_completion_tokens} new tokens, anchor max {cfg.anchor_max_tokens}")
+    print(f"{'step':>4}{'total s':>9}{'generate':>10}{'synthesis':>11}{'verify':>8}{'loss+opt':>10}")
+    for r in rows:
+        print(f"{r[0]:>4}{r[1]:>9.1f}{r[2]:>10.1f}{r[3]:>11.1f}{r[4]:>8.2f}{r[5]:>10.1f}")
+    measured = rows[1:] or rows
+    tot = sum(r[1] for r in measured)
+    share = {name: sum(r[k] for r in measured) / tot for k, name in ((2, "generate"), (3, "synthesis"), (4, "verify"), (5, "loss+opt"))}
+    print(f"shares over steps {measured[0][0]}-{measured[-1][0]} (median step {statistics.median(r[1] for r in measured):.1f} s): "
+          + ", ".join(f"{k} {v:.1%}" for k, v in share.items()))
+    print(f"grpo_step: cat_share={share['synthesis'] + share['verify']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
