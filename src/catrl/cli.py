@@ -468,6 +468,46 @@ def sft(
     out.print(f"CaT-SFT done -> {merged} (adapter in {output_dir / 'adapter'})")
 
 
+@app.command()
+def serve(
+    model: ModelOpt = models.DEFAULT_MODEL, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model", help="Free-form judge (default: the anchor).")] = None,
+    judge_base_url: Annotated[str | None, typer.Option("--judge-base-url")] = None,
+    host: Annotated[str, typer.Option("--host", help="Bind address; anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8000,
+    token: Annotated[str | None, typer.Option("--token", envvar="CATRL_SERVE_TOKEN", help="Required bearer token.")] = None,
+    max_queue: Annotated[int, typer.Option("--max-queue", help="Groups waiting before requests get 503 + Retry-After.")] = 512,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Groups per engine batch.")] = 32,
+    batch_window_ms: Annotated[float, typer.Option("--batch-window-ms", help="How long a batch waits for more groups.")] = 20.0,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb")] = 8.0,
+    group_size: Annotated[int | None, typer.Option("--group-size", help="OpenRLHF /get_reward: samples per prompt (refuse partial groups).")] = None,
+    match: Annotated[str, typer.Option("--match", help="symbolic (math-verify) or string.")] = "symbolic",
+    anchor_max_tokens: int = 1024, temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, seed: int = 0,
+    max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096, threads: ThreadsOpt = None, timeout: TimeoutOpt = None,
+    concurrency: ConcOpt = 16,
+) -> None:
+    """HTTP reward service: POST groups of rollouts, get CaT rewards and audit records (also OpenRLHF's /get_reward)."""
+    try:
+        import uvicorn
+
+        from catrl.rewards import CaTReward, RubricReward
+        from catrl.serve import ServeConfig, create_app
+
+        cfg = ServeConfig(host=host, port=port, token=token, max_queue_groups=max_queue, max_batch_groups=max_batch,
+                          batch_window_s=batch_window_ms / 1000, max_body_bytes=int(max_body_mb * 1024 * 1024), group_size=group_size)
+        cfg.check()
+        opts = _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, None, False)
+        anchor, judge = _policy_and_anchor(opts, judge_model, judge_base_url)
+        sampling = _sampling(temperature, top_p, top_k, anchor_max_tokens, seed)
+        app_ = create_app(CaTReward(anchor, match=match, sampling=sampling), RubricReward(anchor, judge, sampling=sampling), cfg)
+    except CatrlError as e:
+        _fail(e)
+        return
+    console.print(f"catrl reward service on http://{host}:{port} (anchor {model}{' @ ' + base_url if base_url else ''}; "
+                  f"auth {'on' if token else 'off'})")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()
