@@ -37,6 +37,16 @@ class SlowEngine(ScriptedEngine):
         return super().generate(requests, sampling, n, on_result)
 
 
+def post_concurrently(c, n):
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(c.post("/v1/rewards", json={"groups": [GROUP]}))) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
 def client(engine, **cfg):
     return TestClient(create_app(CaTReward(engine), None, ServeConfig(**cfg)))
 
@@ -55,12 +65,7 @@ def test_rewards_and_audit_record():
 def test_concurrent_requests_share_engine_batches():
     eng = SlowEngine(delay=0.2)
     with client(eng, batch_window_s=0.1) as c:
-        out = []
-        threads = [threading.Thread(target=lambda: out.append(c.post("/v1/rewards", json={"groups": [GROUP]}))) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        out = post_concurrently(c, 6)
         assert [r.status_code for r in out] == [200] * 6
         assert sum(eng.batches) == 6 and len(eng.batches) < 6  # every group scored exactly once, in shared batches
 
@@ -68,12 +73,7 @@ def test_concurrent_requests_share_engine_batches():
 def test_overload_answers_503_with_retry_after():
     eng = SlowEngine(delay=0.5)
     with client(eng, max_queue_groups=2, batch_window_s=0.0) as c:
-        out = []
-        threads = [threading.Thread(target=lambda: out.append(c.post("/v1/rewards", json={"groups": [GROUP]}))) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        out = post_concurrently(c, 6)
         codes = sorted(r.status_code for r in out)
         assert 503 in codes and 200 in codes and set(codes) <= {200, 503}
         assert all(r.headers["retry-after"] == "2" for r in out if r.status_code == 503)
