@@ -168,3 +168,39 @@ def test_real_catrl_serve_process(smol_path, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_anchor_server_killed_mid_load_then_restarted(smol_path):
+    """The anchor is a real llama.cpp server: killed during load, requests fail with a clear 502
+    (or succeed on retry), the service stays up, and it recovers when the server is back."""
+    from catrl.engines.openai import OpenAIConfig, OpenAIEngine
+    from conftest import LlamaServer
+
+    srv = LlamaServer(smol_path, free_port())
+    srv.start()
+    anchor = OpenAIEngine(OpenAIConfig(base_url=srv.base_url, model="smol", max_retries=1, backoff_s=0.1, timeout_s=60))
+    from catrl.types import Sampling
+
+    reward = CaTReward(anchor, sampling=Sampling(max_tokens=24))
+    try:
+        with TestClient(create_app(reward, None, ServeConfig(batch_window_s=0.01))) as c:
+            assert c.post("/v1/rewards", json={"groups": [GROUP]}).status_code == 200
+            results = []
+            load = threading.Thread(target=lambda: results.extend(post_concurrently(c, 4)))
+            load.start()
+            time.sleep(0.3)
+            srv.kill()
+            load.join(timeout=120)
+            assert not load.is_alive() and len(results) == 4
+            assert all(r.status_code in (200, 502) for r in results)
+            failed = [r for r in results if r.status_code == 502]
+            assert all(srv.base_url in r.json()["detail"] for r in failed)
+            down = c.post("/v1/rewards", json={"groups": [GROUP]})
+            assert down.status_code == 502 and srv.base_url in down.json()["detail"]
+            assert c.get("/health").json()["status"] == "ok"
+            srv.start()
+            assert c.post("/v1/rewards", json={"groups": [GROUP]}).status_code == 200
+    finally:
+        srv.kill()

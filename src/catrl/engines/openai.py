@@ -4,6 +4,10 @@ Async with bounded concurrency; retries with exponential backoff on 429, 5xx, ti
 dropped connections, then an EngineError naming the server and the request. n samples are asked
 for natively; where a server returns fewer choices than asked (it lacks `n`), the rest are
 fanned out as separate requests with seeds seed+1, seed+2, ...
+
+`base_url` may list several replicas of one model, comma-separated: each attempt goes to the
+least-loaded healthy replica (or round robin), a failing replica is taken out for a growing
+cooldown and retried later, and a retry after a failure goes to another replica (failover).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from catrl.engines.balancer import Balancer
 from catrl.engines.base import OnResult
 from catrl.errors import EngineError
 from catrl.types import ChatRequest, Completion, Sampling, ScoredContinuation, TokenLogprob
@@ -40,6 +45,12 @@ class OpenAIConfig:
     backoff_s: float = 0.5  # first wait; doubles each retry, with jitter
     max_backoff_s: float = 8.0
     send_top_k: bool = True  # vLLM, SGLang, llama.cpp accept top_k; OpenAI itself does not
+    balance: str = "least_loaded"  # or "round_robin", across comma-separated base URLs
+    health_check: bool = True  # with several replicas: GET /models on each before a batch
+
+    @property
+    def urls(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in self.base_url.split(",") if u.strip()]
 
     @classmethod
     def from_env(cls, base_url: str | None = None, model: str | None = None, api_key: str | None = None, **kw: Any) -> OpenAIConfig:
@@ -50,7 +61,7 @@ class OpenAIConfig:
         if not name:
             raise EngineError(f"no model name for server {url}: pass --model or set CATRL_MODEL")
         key = api_key or os.environ.get("CATRL_API_KEY") or os.environ.get("OPENAI_API_KEY")
-        return cls(base_url=url.rstrip("/"), model=name, api_key=key, **kw)
+        return cls(base_url=",".join(u.strip().rstrip("/") for u in url.split(",") if u.strip()), model=name, api_key=key, **kw)
 
 
 class OpenAIEngine:
@@ -59,7 +70,8 @@ class OpenAIEngine:
 
     def __init__(self, config: OpenAIConfig):
         self.config = config
-        self.identity = f"openai:{config.base_url}|{config.model}"
+        self.identity = f"openai:{','.join(sorted(config.urls))}|{config.model}"
+        self.balancer = Balancer(config.urls, config.balance)
         self._native_n: bool | None = None  # learned from the first reply with n > 1
 
     # -- public sync API -------------------------------------------------------------------
@@ -85,6 +97,8 @@ class OpenAIEngine:
         timeout = httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s)
         limits = httpx.Limits(max_connections=self.config.concurrency)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=self._headers()) as client:
+            if self.config.health_check and len(self.balancer.replicas) > 1:
+                await self.check_health(client)
 
             async def one(i: int) -> list[Completion]:
                 comps = await self._samples(client, sem, requests[i], sampling, n)
@@ -93,6 +107,21 @@ class OpenAIEngine:
                 return comps
 
             return list(await asyncio.gather(*(one(i) for i in range(len(requests)))))
+
+    async def check_health(self, client: httpx.AsyncClient) -> list[dict]:
+        """Probe every replica (GET /models); an unreachable one is taken out until its cooldown ends."""
+
+        async def probe(rep) -> None:
+            try:
+                ok = (await client.get(f"{rep.url}/models", timeout=self.config.connect_timeout_s)).status_code == 200
+            except (httpx.TimeoutException, httpx.TransportError):
+                ok = False
+            if not ok:
+                log.warning("replica %s failed its health check", rep.url)
+                self.balancer.mark_down(rep)
+
+        await asyncio.gather(*(probe(r) for r in self.balancer.replicas))
+        return self.balancer.status()
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
@@ -138,28 +167,35 @@ class OpenAIEngine:
         return body
 
     async def _call(self, client: httpx.AsyncClient, req: ChatRequest, sampling: Sampling, n: int) -> list[Completion]:
-        url = f"{self.config.base_url}/chat/completions"
         body = self._body(req, sampling, n)
-        where = f"server {self.config.base_url} (model {self.config.model}), request {req.id or '<no id>'}"
         last = ""
         for attempt in range(self.config.max_retries + 1):
             retry_after: float | None = None
+            rep = self.balancer.acquire()
+            where = f"server {rep.url} (model {self.config.model}), request {req.id or '<no id>'}"
+            healthy = False
             try:
-                resp = await client.post(url, json=body)
+                resp = await client.post(f"{rep.url}/chat/completions", json=body)
+                healthy = resp.status_code < 500
                 if resp.status_code == 200:
                     return _parse_choices(resp.json(), n, where)
-                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                last = f"{rep.url}: HTTP {resp.status_code}: {resp.text[:300]}"
                 if resp.status_code not in RETRY_STATUS:
                     raise EngineError(f"{where} failed: {last}")
                 retry_after = _retry_after(resp)
             except (httpx.TimeoutException, httpx.TransportError) as e:
-                last = f"{type(e).__name__}: {e}"
+                last = f"{rep.url}: {type(e).__name__}: {e}"
             except ValueError as e:  # JSON decode of a truncated body
-                last = f"bad JSON reply: {e}"
+                last = f"{rep.url}: bad JSON reply: {e}"
+            finally:
+                self.balancer.release(rep, ok=healthy)
             if attempt < self.config.max_retries:
                 wait = min(self.config.max_backoff_s, self.config.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
+                if len(self.balancer.replicas) > 1 and retry_after is None:
+                    wait = min(wait, self.config.backoff_s)  # fail over to another replica at once
                 await asyncio.sleep(max(wait, retry_after or 0.0))
-        raise EngineError(f"{where} failed after {self.config.max_retries + 1} attempts: {last}")
+        raise EngineError(f"server {self.config.base_url} (model {self.config.model}), request {req.id or '<no id>'} "
+                          f"failed after {self.config.max_retries + 1} attempts: {last}")
 
 
 def _with_seed(s: Sampling, seed: int) -> Sampling:
