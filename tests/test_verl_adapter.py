@@ -1,0 +1,55 @@
+"""The veRL batch reward function, fed a batch built the way veRL builds it: dataset rows with
+`extra_info`, a uid per prompt, then `repeat(n, interleave=True)` (np.repeat on object arrays, so
+the G rows of a prompt share one extra_info dict), decoded responses in that order."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import numpy as np
+import pytest
+
+from catrl.errors import InputError
+from catrl.integrations.verl import compute_score, group_runs
+from catrl.rewards import CaTReward
+from fakes import ScriptedEngine
+
+
+def verl_batch(golds: list[str], n: int):
+    rows = {
+        "data_source": np.array(["openai/gsm8k"] * len(golds), dtype=object),
+        "reward_model": np.array([{"style": "rule", "ground_truth": g} for g in golds], dtype=object),
+        "extra_info": np.array([{"split": "train", "index": k} for k in range(len(golds))], dtype=object),
+        "uid": np.array([str(uuid.uuid4()) for _ in golds], dtype=object),
+    }
+    return {k: np.repeat(v, n, axis=0) for k, v in rows.items()}  # DataProto.repeat(n, interleave=True)
+
+
+def test_compute_score_regroups_a_verl_batch(tmp_path):
+    batch = verl_batch(["42", "4"], n=4)
+    responses = ["\\boxed{42}", "x \\boxed{42}", "\\boxed{41}", "none", "\\boxed{4}", "\\boxed{4}", "\\boxed{5}", "\\boxed{4}"]
+    anchor = ScriptedEngine(lambda p: "\\boxed{42}" if "\\boxed{42}" in p else "\\boxed{4}")
+    scores = compute_score(
+        data_sources=batch["data_source"], solution_strs=responses,
+        ground_truths=[r["ground_truth"] for r in batch["reward_model"]], extra_infos=batch["extra_info"],
+        group_size=4, reward=CaTReward(anchor), audit_path=str(tmp_path / "audit.jsonl"))
+    assert [s["score"] for s in scores] == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]
+    assert len(anchor.requests) == 2 and all("gsm8k" not in r.messages[-1]["content"] for r in anchor.requests)
+    audit = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [a["responses"] for a in audit] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def test_group_runs_without_index_uses_the_shared_dict():
+    shared = [{}, {}]
+    infos = np.repeat(np.array(shared, dtype=object), 3, axis=0)
+    assert group_runs(infos, 3) == [[0, 1, 2], [3, 4, 5]]
+    assert group_runs([{"uid": "a"}] * 2 + [{"uid": "b"}] * 2) == [[0, 1], [2, 3]]
+
+
+def test_partial_or_shuffled_groups_are_refused():
+    infos = [{"index": 0}, {"index": 1}, {"index": 0}, {"index": 1}]
+    with pytest.raises(InputError, match="partial group"):
+        group_runs(infos, 2)
+    with pytest.raises(InputError, match="differ in length"):
+        compute_score(["a"], ["x", "y"], [None], [{}], reward=CaTReward(ScriptedEngine()))
