@@ -19,7 +19,7 @@ def anchor_reply(prompt: str) -> str:
 def test_groups_must_be_whole():
     assert whole_groups([P1] * 4 + [P2] * 4, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert whole_groups([P1] * 8, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]  # the same prompt twice in a batch
-    with pytest.raises(InputError, match="partial groups"):
+    with pytest.raises(InputError, match="partial group.*TRL issue #3896"):
         whole_groups([P1] * 3 + [P2] * 4, 4)
 
 

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from pydantic import BaseModel, Field
 
 from catrl.errors import CatrlError, InputError
+from catrl.grouping import consecutive_runs
 from catrl.rewards import CaTReward, RubricReward
 from catrl.types import RewardRecord
 
@@ -194,16 +195,8 @@ def openrlhf_groups(body: OpenRLHFIn, group_size: int | None) -> tuple[list[Grou
         if p and not q.startswith(p):
             raise InputError(f"query[{i}]: does not start with prompts[{i}]")
         responses.append(q[len(p):])
-    runs: list[list[int]] = []
-    for i, p in enumerate(prompts):
-        if runs and prompts[runs[-1][0]] == p and p and (group_size is None or len(runs[-1]) < group_size):
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    if group_size is not None:
-        for r in runs:
-            if len(r) != group_size:
-                raise InputError(f"query[{r[0]}..{r[-1]}]: {len(r)} samples of one prompt, expected group_size={group_size} (a partial group)")
+    keys = [p if p else ("unkeyed", i) for i, p in enumerate(prompts)]  # without prompts every query stands alone
+    runs = consecutive_runs(keys, group_size, "Send whole groups (n_samples_per_prompt) in one request.")
     return [GroupIn(rollouts=[responses[i] for i in r], task="math") for r in runs], runs
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from catrl.errors import InputError
+from catrl.grouping import consecutive_runs
 from catrl.rewards import CaTReward, RubricReward
 from catrl.selection import majority
 from catrl.types import RewardRecord
@@ -45,24 +46,9 @@ def prompt_key(prompt: Any) -> str:
 def whole_groups(prompts: Sequence[Any], num_generations: int) -> list[list[int]]:
     """Indices of consecutive runs of one prompt, cut into groups of num_generations; InputError
     if any group is partial (the batch does not hold whole groups)."""
-    if num_generations < 1:
-        raise InputError(f"num_generations must be >= 1, got {num_generations}")
-    groups: list[list[int]] = []
-    i = 0
-    while i < len(prompts):
-        key, j = prompt_key(prompts[i]), i
-        while j < len(prompts) and prompt_key(prompts[j]) == key:
-            j += 1
-        run = list(range(i, j))
-        if len(run) % num_generations:
-            raise InputError(
-                f"the reward got {len(run)} consecutive completions of one prompt (entries {i}..{j - 1}), not a multiple of "
-                f"num_generations={num_generations}: the batch holds partial groups. Run in one process, or make "
-                "per_device_train_batch_size * steps_per_generation a multiple of num_generations (TRL issue #3896)."
-            )
-        groups += [run[k : k + num_generations] for k in range(0, len(run), num_generations)]
-        i = j
-    return groups
+    return consecutive_runs([prompt_key(p) for p in prompts], num_generations,
+                            f"num_generations={num_generations}; run in one process, or make per_device_train_batch_size * "
+                            "steps_per_generation a multiple of num_generations (TRL issue #3896)")
 
 
 def step_metrics(records: Sequence[RewardRecord], golds: Sequence[str | None] | None = None) -> dict[str, float]:

@@ -29,6 +29,7 @@ from typing import Any
 
 from catrl.engines.factory import EngineOptions, open_engine
 from catrl.errors import InputError
+from catrl.grouping import consecutive_runs
 from catrl.rewards import CaTReward
 from catrl.types import Sampling
 
@@ -45,20 +46,8 @@ def group_runs(extra_infos: Sequence[Any], group_size: int | None = None) -> lis
                     return (k, info[k])
         return ("id", id(info))
 
-    runs: list[list[int]] = []
-    for i, info in enumerate(extra_infos):
-        k = key(info)
-        if runs and key(extra_infos[runs[-1][0]]) == k and (group_size is None or len(runs[-1]) < group_size):
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    if group_size is not None:
-        for r in runs:
-            if len(r) != group_size:
-                raise InputError(
-                    f"responses {r[0]}..{r[-1]}: {len(r)} consecutive responses of one prompt, expected group_size={group_size} "
-                    "(a partial group: keep rollout.n equal to group_size and do not shuffle the batch before the reward)")
-    return runs
+    return consecutive_runs([key(x) for x in extra_infos], group_size,
+                            "Keep rollout.n equal to group_size and do not shuffle the batch before the reward.")
 
 
 def _reward(anchor_model: str, anchor_base_url: str | None, match: str, max_tokens: int, temperature: float,
