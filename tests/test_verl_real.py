@@ -37,8 +37,8 @@ def test_batch_reward_manager_with_cat_reward(smol_path, smol_engine):
         return ids + [tok.pad_token_id or 0] * (width - len(ids)), [1] * len(ids) + [0] * (width - len(ids))
 
     p_ids, p_mask = zip(*(left_pad(tok(p, add_special_tokens=False)["input_ids"][:p_len], p_len) for p in prompts))
-    base = DataProto.from_dict(
-        tensors={"dummy": torch.zeros(len(prompts), 1)},
+    prompt_batch = DataProto.from_dict(
+        tensors={"prompts": torch.tensor(p_ids), "prompt_mask": torch.tensor(p_mask)},
         non_tensors={
             "data_source": np.array(["openai/gsm8k"] * 2, dtype=object),
             "reward_model": np.array([{"style": "rule", "ground_truth": "4"}, {"style": "rule", "ground_truth": "9"}], dtype=object),
@@ -46,15 +46,10 @@ def test_batch_reward_manager_with_cat_reward(smol_path, smol_engine):
             "uid": np.array([str(uuid.uuid4()) for _ in prompts], dtype=object),
         },
     )
-    batch = base.repeat(repeat_times=n, interleave=True)  # what ray_trainer does before rollout
+    batch = prompt_batch.repeat(repeat_times=n, interleave=True)  # what ray_trainer does before rollout
     r_ids, r_mask = zip(*(right_pad(tok(r, add_special_tokens=False)["input_ids"][:r_len], r_len) for r in responses))
-    prompts_t = torch.tensor([p_ids[i // n] for i in range(len(responses))])
-    batch.batch = None
-    batch = DataProto.from_dict(
-        tensors={"prompts": prompts_t, "responses": torch.tensor(r_ids),
-                 "attention_mask": torch.cat([torch.tensor([p_mask[i // n] for i in range(len(responses))]), torch.tensor(r_mask)], dim=1)},
-        non_tensors=dict(batch.non_tensor_batch),
-    )
+    batch.batch["responses"] = torch.tensor(r_ids)
+    batch.batch["attention_mask"] = torch.cat([batch.batch["prompt_mask"], torch.tensor(r_mask)], dim=1)
     reward = CaTReward(smol_engine, sampling=Sampling(max_tokens=48))
     manager = BatchRewardManager(tok, num_examine=0, compute_score=partial(compute_score, reward=reward, group_size=n))
     out = manager(batch, return_dict=True)
