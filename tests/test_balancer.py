@@ -84,7 +84,7 @@ def test_real_failover_between_two_servers(smol_path):
         out = eng.generate(reqs, Sampling(max_tokens=8, seed=1), n=1)  # health check takes s1 out; s2 serves all
         assert all(g[0].text for g in out)
         status = {r["url"]: r for r in eng.balancer.status()}
-        assert not status[s1.base_url]["healthy"] and status[s2.base_url]["served"] >= 6
+        assert status[s1.base_url]["failures"] >= 1 and status[s2.base_url]["served"] >= 6  # s1 out, s2 took its work
     finally:
         s1.kill()
         s2.kill()

@@ -15,7 +15,7 @@ import pytest
 
 from catrl.errors import InputError
 from catrl.sft import read_labels
-from catrl.train import prompt_rows, trim_metrics
+from catrl.train import last_checkpoint, prompt_rows, trim_metrics
 from catrl.train_config import load_config
 
 
@@ -61,6 +61,17 @@ def test_trim_metrics_drops_steps_after_the_checkpoint(tmp_path):
     p.write_text("".join(json.dumps({"step": s, "reward": s / 10}) + "\n" for s in (1, 2, 3)) + '{"step": 4, "rew')
     trim_metrics(p, 2)
     assert [json.loads(x)["step"] for x in p.read_text().splitlines()] == [1, 2]
+
+
+def test_last_checkpoint_skips_a_save_the_kill_interrupted(tmp_path):
+    for step, state in ((1, '{"global_step": 1}'), (2, '{"global_step": 2}'), (3, None), (10, '{"global_')):
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"x")
+        if state is not None:
+            (d / "trainer_state.json").write_text(state)
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+    assert last_checkpoint(tmp_path / "missing") is None
 
 
 def test_read_labels_errors_and_skips(tmp_path):
@@ -120,7 +131,6 @@ def test_catrl_train_resumes_after_a_kill(tmp_path, smol_path):
         assert first.poll() is None, "catrl train exited before its first checkpoint"
         assert time.monotonic() < deadline, "no checkpoint within 400 s"
         time.sleep(0.5)
-    time.sleep(1.0)  # let the checkpoint finish writing
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert not (run / "merged").exists()

@@ -117,9 +117,20 @@ def _no_accelerator() -> bool:
 
 
 def last_checkpoint(out: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return Path(p) if out.is_dir() and (p := get_last_checkpoint(str(out))) else None
+    """The newest complete checkpoint. Trainer writes trainer_state.json last, so a directory
+    without a readable one is a save the kill interrupted: skip it."""
+    if not out.is_dir():
+        return None
+    found = []
+    for d in out.glob("checkpoint-*"):
+        if d.is_dir() and d.name.split("-", 1)[1].isdigit():
+            try:
+                json.loads((d / "trainer_state.json").read_text())
+            except (OSError, ValueError):
+                log.warning("ignoring the incomplete checkpoint %s", d)
+                continue
+            found.append((int(d.name.split("-", 1)[1]), d))
+    return max(found)[1] if found else None
 
 
 def checkpoint_step(ckpt: Path) -> int:
@@ -165,6 +176,7 @@ class Run:
     tokenizer: Any
     output_dir: Path
     checkpoint: Path | None
+    resumed_step: int | None  # read now: checkpoint rotation may delete that directory during training
 
 
 def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
@@ -191,7 +203,8 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
         dump_config(cfg, out / "config.yaml")
         for stale in ("metrics.jsonl", "audit.jsonl"):
             (out / stale).unlink(missing_ok=True)
-    trim_metrics(out / "metrics.jsonl", checkpoint_step(ckpt) if ckpt else 0)
+    resumed_step = checkpoint_step(ckpt) if ckpt else None
+    trim_metrics(out / "metrics.jsonl", resumed_step or 0)
     policy_dir = resolve_policy(cfg.policy)
     tok = AutoTokenizer.from_pretrained(str(policy_dir), padding_side="left")
 
@@ -213,7 +226,7 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
     )
     if not progress:
         trainer.remove_callback(ProgressCallback)
-    return Run(trainer, reward, tok, out, ckpt)
+    return Run(trainer, reward, tok, out, ckpt, resumed_step)
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
@@ -226,8 +239,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
                              title=f"CaT-RL: {cfg.policy} on {cfg.dataset}")
     finally:
         run.reward.reward.anchor.close()
-    resumed = checkpoint_step(run.checkpoint) if run.checkpoint else None
-    return TrainResult(run.output_dir, run.trainer.state.global_step, resumed, adapter_dir, merged_dir, curves)
+    return TrainResult(run.output_dir, run.trainer.state.global_step, run.resumed_step, adapter_dir, merged_dir, curves)
 
 
 def export(trainer, tok, out: Path) -> tuple[Path | None, Path]:
