@@ -53,6 +53,7 @@ class TransformersEngine:
             self.model = PeftModel.from_pretrained(self.model, str(adapter_dir)).merge_and_unload()
             dirs.append(Path(adapter_dir))
         self.model.eval()
+        self._end_ids = {self.tok.eos_token_id, self.tok.pad_token_id}
         self.batch_size, self.timeout_s = batch_size, timeout_s
         self.identity = f"transformers:{self.model_dir.name}:{_fingerprint(*dirs)}"
 
@@ -78,8 +79,7 @@ class TransformersEngine:
             width = enc["input_ids"].shape[1]
             for row, (i, _) in enumerate(part):
                 ids = out[row, width:].tolist()
-                eos = {self.tok.eos_token_id, self.tok.pad_token_id}
-                cut = next((k for k, t in enumerate(ids) if t in eos), None)
+                cut = next((k for k, t in enumerate(ids) if t in self._end_ids), None)
                 body = ids if cut is None else ids[:cut]
                 text = self.tok.decode(body, skip_special_tokens=True)
                 for s in sampling.stop:
