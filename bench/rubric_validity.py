@@ -6,7 +6,9 @@ rollouts as bench/judge_cost.py, through the call cache). Every rollout is grade
 physician rubric (HealthBench's per-item grading, the same 1.5B model as grader) and scored by
 each candidate reward: `self_rubric` (CaT: rubric written by the anchor from its synthesized
 reference, judged batched), `question_rubric` (rubric written from the conversation, the paper's
-ablation) and `judge_equiv` (a model-as-judge "is it equivalent to the reference?"). Spearman is
+ablation) and `judge_equiv` (a model-as-judge "is it equivalent to the reference?"); the
+self-proposed rubric is also judged per criterion (`self_rubric_per_criterion`), which shows what
+batched judging costs in validity and how often the two modes agree. Spearman is
 pooled over rollouts; its 95% CI resamples whole conversations. Writes docs/rubric_validity/ and
 ends with `rubric_validity: self_rubric=<rho> judge_equiv=<rho>`.
 
@@ -44,6 +46,7 @@ def main() -> None:
     engine = CachedEngine(LlamaCppEngine(args.model, max_seqs=32, n_ctx_seq=4096), CallCache(default_call_cache()))
     cfg = FreeformConfig(
         dataset=args.dataset, limit=args.limit, g=args.g, methods=("single", "min_ppl", "cat"), validity=True,
+        validity_extra_modes=("per_criterion",),
         sampling=Sampling(temperature=0.7, top_p=0.8, top_k=20, max_tokens=args.max_tokens, seed=0, logprobs=True),
         anchor_sampling=Sampling(temperature=0.7, top_p=0.8, top_k=20, max_tokens=1024, seed=0),
     )
@@ -61,6 +64,9 @@ def main() -> None:
     print(f"{'method':<18}{'physician score':>16}{'std':>8}")
     for m, s in summary["methods"].items():
         print(f"{m:<18}{s['score']:>16.3f}{s['bootstrap_std']:>8.3f}")
+    for name, a in summary["mode_agreement"].items():
+        print(f"verdict agreement, self-proposed rubric, batched vs {name.removeprefix('self_rubric_')}: "
+              f"{a['agreement']:.3f} over {a['pairs']} (rollout, criterion) pairs")
     v = summary["validity"]
     print(f"rubric_validity: self_rubric={v['self_rubric']['rho']:.3f} judge_equiv={v['judge_equiv']['rho']:.3f}")
 

@@ -18,6 +18,9 @@ def reply(prompt: str) -> str:
         return "<rubric>" + "".join(f"<criterion>The response says thing {i}.</criterion>" for i in range(5)) + "</rubric>"
     if "<criteria>" in prompt:  # batched judge: the first two criteria met
         return "<verdicts>" + "".join(f'<verdict id="{i}"><met>{"yes" if i <= 2 else "no"}</met></verdict>' for i in range(1, 6)) + "</verdicts>"
+    if "against one criterion" in prompt:  # per-criterion judge: only "thing 0" met
+        crit = prompt[prompt.index("<criterion>") : prompt.index("</criterion>")]
+        return f"<verdict><reason>r</reason><met>{'yes' if 'thing 0' in crit else 'no'}</met></verdict>"
     if "equivalent to the reference" in prompt:
         return "<verdict><met>yes</met></verdict>"
     if "rubric item written by a physician" in prompt:  # HealthBench grader: met when the response says "doctor"
@@ -51,6 +54,21 @@ def test_freeform_eval_with_scripted_engines(tmp_path):
     page = write_freeform_html([json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()], summary, {},
                                tmp_path / "report.html", "t")
     assert "CaT response" in page.read_text()
+
+
+def test_validity_judges_the_self_rubric_in_extra_modes_and_reports_agreement():
+    eng = ScriptedEngine(reply)
+    cfg = FreeformConfig(dataset="healthbench_hard20", limit=2, g=2, methods=("single", "cat"), validity=True,
+                         validity_extra_modes=("per_criterion",))
+    results = run_freeform_eval(eng, eng, eng, cfg)
+    roll = results[0].rollouts[0]
+    assert roll["rewards"]["self_rubric"] == pytest.approx(0.4)  # batched: 2 of 5
+    assert roll["rewards"]["self_rubric_per_criterion"] == pytest.approx(0.2)  # per criterion: 1 of 5
+    assert roll["rubric_verdicts"]["self_rubric"] == [True, True, False, False, False]
+    summary = summarize_freeform(results)
+    assert "self_rubric_per_criterion" in summary["validity"]
+    # verdicts differ on criterion 2 only: 4 of 5 agree, over 2 conversations x 2 rollouts
+    assert summary["mode_agreement"]["self_rubric_per_criterion"] == {"pairs": 20, "agreement": pytest.approx(0.8)}
 
 
 SMALL_HB = {

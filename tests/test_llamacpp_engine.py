@@ -123,3 +123,16 @@ def test_scoring_reuses_a_shared_prefix_and_agrees_with_scoring_alone(smol_engin
     for a, b in zip(together, alone):
         assert [t.token for t in a.tokens] == [t.token for t in b.tokens]
         assert abs(a.mean_nll - b.mean_nll) < 0.05
+
+
+def test_q8_kv_cache_decodes_and_is_its_own_identity(smol_path, smol_engine):
+    from catrl.engines.llamacpp import LlamaCppEngine
+
+    with pytest.raises(InputError, match="kv_type"):
+        LlamaCppEngine("smollm2-135m", kv_type="q4_0")
+    eng = LlamaCppEngine("smollm2-135m", max_seqs=4, n_ctx_seq=1024, kv_type="q8_0")
+    (out,) = eng.generate(REQS[:1], Sampling(max_tokens=12, temperature=0), n=1)
+    assert out[0].completion_tokens > 0 and out[0].text.strip()
+    # quantized KV changes the numbers, so a call cache must never mix its answers with f16's
+    assert eng.identity == smol_engine.identity + ":kv-q8_0"
+    eng.close()

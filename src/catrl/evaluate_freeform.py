@@ -45,6 +45,9 @@ class FreeformConfig:
     method_limits: dict[str, int] = field(default_factory=dict)
     validity: bool = False
     judge_mode: str = "batched"
+    # validity: also judge the self-proposed rubric in these modes (reward "self_rubric_<mode>"), to see
+    # what batching costs in validity and how often the modes agree on a verdict
+    validity_extra_modes: tuple[str, ...] = ()
     judge_max_tokens: int | None = None  # cap on every grader / judge answer (None: each mode's default)
 
     def judge_sampling(self) -> Sampling | None:
@@ -158,18 +161,22 @@ def _reward_validity(out, examples, refs, anchor, judge, cfg, tick) -> None:
     self_rubrics = propose_rubrics(anchor, [r.text for r in refs], sampling=cfg.anchor_sampling)
     q_rubrics = propose_rubrics(anchor, conversations=[e.messages for e in examples[:k]], from_question=True, sampling=cfg.anchor_sampling)
     tick("rubrics", 2 * k, 2 * k)
-    for name, rubrics in (("self_rubric", self_rubrics), ("question_rubric", q_rubrics)):
+    passes = [("self_rubric", self_rubrics, cfg.judge_mode), ("question_rubric", q_rubrics, cfg.judge_mode)]
+    passes += [(f"self_rubric_{m}", self_rubrics, m) for m in cfg.validity_extra_modes if m != cfg.judge_mode]
+    for name, rubrics, mode in passes:
         items = [(examples[i].messages, r["text"], rubrics[i]) for i in range(k) for r in out[i].rollouts]
         tick(f"judge {name}", 0, len(items))
-        verdicts = judge_many(judge, items, cfg.judge_mode, sampling=cfg.judge_sampling())
+        verdicts = judge_many(judge, items, mode, sampling=cfg.judge_sampling())
         pos = 0
         for i in range(k):
             g = len(out[i].rollouts)
             rec = rubric_rewards(None, rubrics[i], verdicts[pos : pos + g], length_limit=None)
-            pos += g
-            out[i].rubrics[name] = {"criteria": [c.text for c in rubrics[i].criteria], "flags": rubrics[i].flags}
+            if name in ("self_rubric", "question_rubric"):
+                out[i].rubrics[name] = {"criteria": [c.text for c in rubrics[i].criteria], "flags": rubrics[i].flags}
             for j, r in enumerate(out[i].rollouts):
                 r.setdefault("rewards", {})[name] = rec.rewards[j]
+                r.setdefault("rubric_verdicts", {})[name] = [v.met for v in verdicts[pos + j]]
+            pos += g
         tick(f"judge {name}", len(items), len(items))
     reqs = [equivalence_request(examples[i].messages, r["text"], refs[i].text) for i in range(k) for r in out[i].rollouts]
     tick("judge judge_equiv", 0, len(reqs))
@@ -201,10 +208,24 @@ def summarize_freeform(results: list[ConversationResult]) -> dict[str, Any]:
     with_rewards = [r for r in results if r.rollouts and "rewards" in r.rollouts[0]]
     if with_rewards:
         phys = [[x["score"] or 0.0 for x in r.rollouts] for r in with_rewards]
-        for name in REWARDS:
+        for name in with_rewards[0].rollouts[0]["rewards"]:
             cand = [[x["rewards"][name] for x in r.rollouts] for r in with_rewards]
             summary["validity"][name] = spearman_clustered(cand, phys)
+        summary["mode_agreement"] = mode_agreement(with_rewards)
     return summary
+
+
+def mode_agreement(results: list[ConversationResult]) -> dict[str, Any]:
+    """Share of (rollout, criterion) verdicts on the self-proposed rubric where each extra judge
+    mode agrees with the main one (pairs where either verdict is missing are left out)."""
+    out: dict[str, Any] = {}
+    first = results[0].rollouts[0].get("rubric_verdicts", {}) if results and results[0].rollouts else {}
+    for name in (n for n in first if n.startswith("self_rubric_")):
+        pairs = [(a, b) for r in results for x in r.rollouts
+                 for a, b in zip(x["rubric_verdicts"]["self_rubric"], x["rubric_verdicts"][name], strict=True)
+                 if a is not None and b is not None]
+        out[name] = {"pairs": len(pairs), "agreement": sum(a == b for a, b in pairs) / len(pairs) if pairs else float("nan")}
+    return out
 
 
 def write_freeform(results: list[ConversationResult], summary: dict[str, Any], out_dir: Path) -> None:

@@ -86,6 +86,7 @@ class _Group:
 
 
 MIN_PREFIX_REUSE = 64  # tokens; below this a prefill is cheaper than copying a KV stream
+KV_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0}  # KV cache element types
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -143,6 +144,7 @@ class LlamaCppEngine:
         timeout_s: float | None = None,
         flash_attn: bool | None = None,
         repack: bool = False,
+        kv_type: str = "f16",
     ):
         """`model`: an embedded model name or a GGUF path. Up to `max_seqs` sequences decode together,
         each with its own KV stream of `n_ctx_seq` tokens (prompt + completion). `timeout_s` bounds one
@@ -150,11 +152,15 @@ class LlamaCppEngine:
         then a sequence's numbers depend on how many others share its batch, so samples are no longer
         the same whatever else is decoded with them. `flash_attn` (None = llama.cpp's choice, on for
         CPU) was measured both ways: off was slower (2.88x vs 3.35x over sequential) and made score()
-        drift from generate()'s logprobs, without making large batches bit-identical."""
+        drift from generate()'s logprobs, without making large batches bit-identical. `kv_type`
+        "q8_0" halves the KV cache's memory traffic, which dominates decoding at long contexts (an
+        anchor reading G rollouts); its numbers differ from "f16", so it is part of the identity."""
+        if kv_type not in KV_TYPES:
+            raise InputError(f"kv_type must be one of {sorted(KV_TYPES)}, not {kv_type!r}")
         _silence_llama_logs()
         self.path = models.resolve(model)
         sha = models.REGISTRY[model].sha256 if model in models.REGISTRY else file_sha256(self.path)
-        self.identity = f"llamacpp:{sha}"
+        self.identity = f"llamacpp:{sha}" + ("" if kv_type == "f16" else f":kv-{kv_type}")
         self.name = model
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
@@ -174,6 +180,7 @@ class LlamaCppEngine:
         cparams.kv_unified = False  # one KV stream per sequence: attention never spans batch mates
         if flash_attn is not None:
             cparams.flash_attn_type = int(flash_attn)
+        cparams.type_k = cparams.type_v = KV_TYPES[kv_type]
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         self._ctx = internals.LlamaContext(model=self._model, params=cparams, verbose=False)
