@@ -3,6 +3,7 @@ and one real `catrl serve` process on loopback with the smallest embedded model.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -97,6 +98,20 @@ def test_auth_size_limit_and_validation():
         assert free.status_code == 422 and "groups[0].task" in free.json()["detail"]
 
 
+def chunked(body: bytes, size: int = 500):
+    """A request body with no Content-Length: httpx sends a generator with Transfer-Encoding: chunked."""
+    yield from (body[i : i + size] for i in range(0, len(body), size))
+
+
+def test_chunked_bodies_are_size_limited_and_otherwise_read_whole():
+    small = json.dumps({"groups": [GROUP]}).encode()
+    large = json.dumps({"groups": [{"rollouts": ["x" * 5000]}]}).encode()
+    with client(ScriptedEngine(), max_body_bytes=2000) as c:
+        ok = c.post("/v1/rewards", content=chunked(small), headers={"Content-Type": "application/json"})
+        assert ok.status_code == 200 and ok.json()["results"][0]["rewards"] == [1.0, 1.0, 0.0]
+        assert c.post("/v1/rewards", content=chunked(large), headers={"Content-Type": "application/json"}).status_code == 413
+
+
 def test_non_loopback_bind_requires_a_token():
     with pytest.raises(InputError, match="not loopback"):
         create_app(CaTReward(ScriptedEngine()), None, ServeConfig(host="0.0.0.0"))
@@ -164,6 +179,12 @@ def test_real_catrl_serve_process(smol_path, tmp_path):
         rec = r.json()["results"][0]
         assert len(rec["rewards"]) == 3 and set(rec["rewards"]) <= {0.0, 1.0} and rec["record"]["reference"]["prompt"]
         assert httpx.post(f"{url}/v1/rewards", json={"groups": [GROUP]}, timeout=10).status_code == 401
+        # a chunked body (no Content-Length) over uvicorn: read whole when small, 413 when over the limit
+        body = json.dumps({"groups": [{"rollouts": ["\\boxed{4}", "\\boxed{4}"]}]}).encode()
+        r = httpx.post(f"{url}/v1/rewards", content=chunked(body, 7), headers={**auth, "Content-Type": "application/json"}, timeout=120)
+        assert r.status_code == 200 and len(r.json()["results"][0]["rewards"]) == 2
+        huge = chunked(b'{"groups": [{"rollouts": ["' + b"x" * (9 * 1024 * 1024) + b'"]}]}', 1 << 20)
+        assert httpx.post(f"{url}/v1/rewards", content=huge, headers=auth, timeout=60).status_code == 413
         assert "catrl_request_seconds" in httpx.get(f"{url}/metrics", headers=auth, timeout=10).text
     finally:
         proc.terminate()

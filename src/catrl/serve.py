@@ -200,6 +200,43 @@ def openrlhf_groups(body: OpenRLHFIn, group_size: int | None) -> tuple[list[Grou
     return [GroupIn(rollouts=[responses[i] for i in r], task="math") for r in runs], runs
 
 
+class BodyLimit:
+    """ASGI middleware: reads a request body up to `max_bytes`, then hands it on whole; a larger body
+    (declared or chunked, Content-Length or not) gets 413 before any handler parses it."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                reply = JSONResponse({"detail": f"body exceeds the limit of {self.max_bytes} bytes"}, status_code=413)
+                await reply(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: wait for the disconnect, as Starlette expects
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
 def create_app(math: CaTReward | None, freeform: RubricReward | None, cfg: ServeConfig) -> FastAPI:
     cfg.check()
     metrics = Metrics()
@@ -212,6 +249,8 @@ def create_app(math: CaTReward | None, freeform: RubricReward | None, cfg: Serve
 
     app = FastAPI(title="catrl reward service", lifespan=lifespan)
     app.state.service = service
+
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)  # inside `guard`: auth first, then the body
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -227,14 +266,6 @@ def create_app(math: CaTReward | None, freeform: RubricReward | None, cfg: Serve
         if length is not None and length.isdigit() and int(length) > cfg.max_body_bytes:
             metrics.requests.labels(endpoint, "413").inc()
             return JSONResponse({"detail": f"body of {length} bytes exceeds the limit of {cfg.max_body_bytes}"}, status_code=413)
-        if request.method == "POST" and length is None:
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > cfg.max_body_bytes:
-                    metrics.requests.labels(endpoint, "413").inc()
-                    return JSONResponse({"detail": f"body exceeds the limit of {cfg.max_body_bytes} bytes"}, status_code=413)
-            request._body = body
         response = await call_next(request)
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
