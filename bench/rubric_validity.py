@@ -5,10 +5,11 @@ The 20 HealthBench "hard" conversations x G=4 rollouts of the embedded 1.5B mode
 rollouts as bench/judge_cost.py, through the call cache). Every rollout is graded with its
 physician rubric (HealthBench's per-item grading, the same 1.5B model as grader) and scored by
 each candidate reward: `self_rubric` (CaT: rubric written by the anchor from its synthesized
-reference, judged batched), `question_rubric` (rubric written from the conversation, the paper's
-ablation) and `judge_equiv` (a model-as-judge "is it equivalent to the reference?"); the
-self-proposed rubric is also judged per criterion (`self_rubric_per_criterion`), which shows what
-batched judging costs in validity and how often the two modes agree. Spearman is
+reference, judged per criterion as in the paper), `question_rubric` (rubric written from the
+conversation, the paper's ablation, same judging) and `judge_equiv` (a model-as-judge "is it
+equivalent to the reference?"); the self-proposed rubric is also judged batched
+(`self_rubric_batched`: all criteria of a response in one call), which shows what batching costs
+in validity and how often the two modes agree. Spearman is
 pooled over rollouts; its 95% CI resamples whole conversations. Writes docs/rubric_validity/ and
 ends with `rubric_validity: self_rubric=<rho> judge_equiv=<rho>`.
 
@@ -46,7 +47,7 @@ def main() -> None:
     engine = CachedEngine(LlamaCppEngine(args.model, max_seqs=32, n_ctx_seq=4096), CallCache(default_call_cache()))
     cfg = FreeformConfig(
         dataset=args.dataset, limit=args.limit, g=args.g, methods=("single", "min_ppl", "cat"), validity=True,
-        validity_extra_modes=("per_criterion",),
+        judge_mode="per_criterion", validity_extra_modes=("batched",),
         sampling=Sampling(temperature=0.7, top_p=0.8, top_k=20, max_tokens=args.max_tokens, seed=0, logprobs=True),
         anchor_sampling=Sampling(temperature=0.7, top_p=0.8, top_k=20, max_tokens=1024, seed=0),
     )
@@ -58,14 +59,14 @@ def main() -> None:
     write_freeform_html([asdict(r) for r in results], summary, crit, args.out / "report.html", "Reward validity on HealthBench hard (20)")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; model {args.model} as policy, anchor, judge and grader; "
           f"{len(results)} conversations x G={args.g}")
-    print(f"{'reward':<18}{'Spearman':>9}{'95% CI':>20}{'rollouts':>9}")
+    print(f"{'reward':<26}{'Spearman':>9}{'95% CI':>20}{'rollouts':>9}")
     for name, v in summary["validity"].items():
-        print(f"{name:<18}{v['rho']:>9.3f}{'[' + format(v['lo'], '.3f') + ', ' + format(v['hi'], '.3f') + ']':>20}{v['n_pairs']:>9}")
+        print(f"{name:<26}{v['rho']:>9.3f}{'[' + format(v['lo'], '.3f') + ', ' + format(v['hi'], '.3f') + ']':>20}{v['n_pairs']:>9}")
     print(f"{'method':<18}{'physician score':>16}{'std':>8}")
     for m, s in summary["methods"].items():
         print(f"{m:<18}{s['score']:>16.3f}{s['bootstrap_std']:>8.3f}")
     for name, a in summary["mode_agreement"].items():
-        print(f"verdict agreement, self-proposed rubric, batched vs {name.removeprefix('self_rubric_')}: "
+        print(f"verdict agreement, self-proposed rubric, {cfg.judge_mode} vs {name.removeprefix('self_rubric_')}: "
               f"{a['agreement']:.3f} over {a['pairs']} (rollout, criterion) pairs")
     v = summary["validity"]
     print(f"rubric_validity: self_rubric={v['self_rubric']['rho']:.3f} judge_equiv={v['judge_equiv']['rho']:.3f}")

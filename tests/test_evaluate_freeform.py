@@ -33,7 +33,8 @@ def reply(prompt: str) -> str:
 
 def test_freeform_eval_with_scripted_engines(tmp_path):
     eng = ScriptedEngine(reply)
-    cfg = FreeformConfig(dataset="healthbench_hard20", limit=2, g=3, methods=("single", "min_ppl", "self_bon", "mutual", "cat"), validity=True)
+    cfg = FreeformConfig(dataset="healthbench_hard20", limit=2, g=3, methods=("single", "min_ppl", "self_bon", "mutual", "cat"), validity=True,
+                         judge_mode="batched")
     results = run_freeform_eval(eng, eng, eng, cfg)
     assert len(results) == 2 and all(len(r.rollouts) == 3 for r in results)
     for r in results:
@@ -59,7 +60,7 @@ def test_freeform_eval_with_scripted_engines(tmp_path):
 def test_validity_judges_the_self_rubric_in_extra_modes_and_reports_agreement():
     eng = ScriptedEngine(reply)
     cfg = FreeformConfig(dataset="healthbench_hard20", limit=2, g=2, methods=("single", "cat"), validity=True,
-                         validity_extra_modes=("per_criterion",))
+                         judge_mode="batched", validity_extra_modes=("per_criterion",))
     results = run_freeform_eval(eng, eng, eng, cfg)
     roll = results[0].rollouts[0]
     assert roll["rewards"]["self_rubric"] == pytest.approx(0.4)  # batched: 2 of 5

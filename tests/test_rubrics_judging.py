@@ -123,12 +123,22 @@ def test_rubric_reward_end_to_end_and_the_anchor_never_sees_the_conversation():
     anchor = ScriptedEngine(anchor_reply)
     judge_eng = ScriptedEngine(lambda p: '<verdicts>' + "".join(
         f'<verdict id="{i}"><met>{"yes" if i <= 4 else "no"}</met></verdict>' for i in range(1, 6)) + '</verdicts>')
-    reward = RubricReward(anchor, judge_eng, count_tokens=lambda s: len(s.split()))
+    reward = RubricReward(anchor, judge_eng, judge_mode="batched", count_tokens=lambda s: len(s.split()))
     rec = reward(CONV, ["Rest and fluids.", "See a doctor."])
     assert rec.rewards == [0.8, 0.8] and len(rec.rubric.criteria) == 5 and len(rec.verdicts) == 2
     for req in anchor.requests:
         assert "flight" not in req.messages[-1]["content"]
     assert all("long flight" in r.messages[-1]["content"] for r in judge_eng.requests)  # the judge does see it
+
+
+def test_rubric_reward_judges_per_criterion_by_default():
+    """The paper's judging, one call per (response, criterion): with a 1.5B judge it tracked the
+    physician rubric far better than batched judging (docs/rubric_validity)."""
+    anchor = ScriptedEngine(lambda p: FIVE if "grading rubric" in p else "Rest and see a doctor.")
+    judge_eng = ScriptedEngine(lambda p: f"<verdict><reason>r</reason><met>{'yes' if 'doctor' in p[p.index('<response>'):] else 'no'}</met></verdict>")
+    rec = RubricReward(anchor, judge_eng, length_limit=None)(CONV, ["See a doctor.", "Sleep it off."])
+    assert rec.rewards == [1.0, 0.0]
+    assert len(judge_eng.requests) == 2 * len(rec.rubric.criteria)  # one call per response and criterion
 
 
 def test_empty_rubric_gives_zero_rewards_with_flags():

@@ -215,7 +215,7 @@ def eval_cmd(
     grader_base_url: Annotated[str | None, typer.Option("--grader-base-url", help="Free-form: the grader on an OpenAI-compatible server.")] = None,
     judge_model: Annotated[str | None, typer.Option("--judge-model", help="Free-form: the judge of self-proposed rubrics (default: the grader).")] = None,
     judge_base_url: Annotated[str | None, typer.Option("--judge-base-url", help="Free-form: the judge on an OpenAI-compatible server.")] = None,
-    judge_mode: Annotated[str, typer.Option("--judge-mode", help="Free-form: batched or per_criterion judging of self-proposed rubrics.")] = "batched",
+    judge_mode: Annotated[str, typer.Option("--judge-mode", help="Free-form: per_criterion (the paper's) or batched judging of self-proposed rubrics.")] = "per_criterion",
     validity: Annotated[bool, typer.Option("--validity", help="Free-form: also compute each candidate reward per rollout and its rank correlation with the physician score.")] = False,
     judge_max_tokens: Annotated[int | None, typer.Option("--judge-max-tokens", help="Free-form: cap on every grader and judge answer (cost control).")] = None,
 ) -> None:

@@ -44,7 +44,7 @@ class FreeformConfig:
     methods: tuple[str, ...] = ("single", "min_ppl", "self_bon", "cat")
     method_limits: dict[str, int] = field(default_factory=dict)
     validity: bool = False
-    judge_mode: str = "batched"
+    judge_mode: str = "per_criterion"
     # validity: also judge the self-proposed rubric in these modes (reward "self_rubric_<mode>"), to see
     # what batching costs in validity and how often the modes agree on a verdict
     validity_extra_modes: tuple[str, ...] = ()

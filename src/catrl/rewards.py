@@ -116,7 +116,7 @@ class RubricReward:
 
     anchor: Engine
     judge: Engine
-    judge_mode: str = "batched"
+    judge_mode: str = "per_criterion"  # the paper's; "batched" is cheaper but lost validity with a 1.5B judge
     rubric_from: str = "reference"
     min_criteria: int = 5
     max_criteria: int = 20
