@@ -30,7 +30,6 @@ from catrl.synthesis import synthesize_many
 from catrl.types import Example, Sampling
 
 METHODS = ("single", "min_ppl", "self_bon", "mutual", "cat")
-REWARDS = ("self_rubric", "question_rubric", "judge_equiv")
 
 
 @dataclass

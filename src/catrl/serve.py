@@ -201,8 +201,9 @@ def openrlhf_groups(body: OpenRLHFIn, group_size: int | None) -> tuple[list[Grou
 
 
 class BodyLimit:
-    """ASGI middleware: reads a request body up to `max_bytes`, then hands it on whole; a larger body
-    (declared or chunked, Content-Length or not) gets 413 before any handler parses it."""
+    """ASGI middleware, the one place the body limit lives: a declared Content-Length over
+    `max_bytes` gets 413 unread; otherwise the body is read up to `max_bytes` (chunked too) and
+    handed on whole, or answered 413 as soon as it passes the limit."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -210,6 +211,11 @@ class BodyLimit:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
+        if length.isdigit() and int(length) > self.max_bytes:
+            reply = JSONResponse({"detail": f"body of {length} bytes exceeds the limit of {self.max_bytes}"}, status_code=413)
+            await reply(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -262,10 +268,6 @@ def create_app(math: CaTReward | None, freeform: RubricReward | None, cfg: Serve
                 metrics.requests.labels(endpoint, "401").inc()
                 return JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > cfg.max_body_bytes:
-            metrics.requests.labels(endpoint, "413").inc()
-            return JSONResponse({"detail": f"body of {length} bytes exceeds the limit of {cfg.max_body_bytes}"}, status_code=413)
         response = await call_next(request)
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)

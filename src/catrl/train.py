@@ -123,13 +123,14 @@ def last_checkpoint(out: Path) -> Path | None:
         return None
     found = []
     for d in out.glob("checkpoint-*"):
-        if d.is_dir() and d.name.split("-", 1)[1].isdigit():
+        step = d.name.removeprefix("checkpoint-")
+        if d.is_dir() and step.isdigit():
             try:
                 json.loads((d / "trainer_state.json").read_text())
             except (OSError, ValueError):
                 log.warning("ignoring the incomplete checkpoint %s", d)
                 continue
-            found.append((int(d.name.split("-", 1)[1]), d))
+            found.append((int(step), d))
     return max(found)[1] if found else None
 
 
