@@ -22,6 +22,14 @@ def test_fallbacks():
     assert extract_answer(r"#### 3 but then \boxed{4}") == "4"
 
 
+def test_fallback_strips_math_delimiters_and_refuses_a_cut_off_box():
+    assert extract_answer(r"The answer is \(12\).") == "12"
+    assert extract_answer(r"The final answer is \[ \frac{1}{2} \]") == r"\frac{1}{2}"
+    # a response truncated mid-answer commits to nothing (it used to yield the fragment "\(\boxed{")
+    assert extract_answer(r"So the answer is \(\boxed{") is None
+    assert extract_answer(r"The answer is \(\boxed{12") is None
+
+
 @given(st.text(alphabet=st.characters(blacklist_characters="{}\\"), max_size=40))
 def test_boxed_roundtrip(s):
     assert last_boxed(f"xx \\boxed{{{s}}} yy") == s.strip()

@@ -70,8 +70,12 @@ def extract_answer(text: str) -> str | None:
 
 
 def _clean_tail(s: str) -> str | None:
+    """The answer after "####" or "the answer is", without math delimiters; None when what follows is a
+    box that never closes (a response cut off mid-answer commits to nothing)."""
     s = s.strip().rstrip(".").strip()
-    s = re.sub(r"^\$+|\$+$", "", s).strip()
+    if _BOX.search(s):
+        return None
+    s = re.sub(r"^(?:\$+|\\\(|\\\[)|(?:\$+|\\\)|\\\])$", "", s).strip().rstrip(".").strip()
     return s or None
 
 
