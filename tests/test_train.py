@@ -114,6 +114,7 @@ def test_two_real_grpo_steps_see_whole_groups(tmp_path, smol_path):
         by_call.setdefault(row["call"], []).append(row["completions"])
     assert by_call == {0: [[0, 1], [2, 3]], 1: [[0, 1], [2, 3]]}  # one call per step, 2 whole groups of G=2
     assert all(len(r["rewards"]) == 2 and r["reference"]["prompt"] for r in audit)
+    assert all(r["id"] and r["prompt"][0]["role"] == "user" and len(r["rollouts"]) == 2 for r in audit)
     assert (run / "adapter" / "adapter_config.json").is_file() and (run / "merged" / "config.json").is_file()
     assert (run / "curves.png").stat().st_size > 0 and (run / "config.yaml").is_file()
 

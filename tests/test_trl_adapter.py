@@ -35,8 +35,12 @@ def test_rewards_metrics_and_audit(tmp_path):
     assert all(P1 not in r.messages[-1]["content"] for r in anchor.requests)  # the anchor never sees the question
     assert logged["cat/zero_variance_groups"] == 0.5 and logged["cat/reference_agrees_with_majority"] == 1.0
     assert logged["cat/reference_accuracy_vs_gold"] == 0.5 and logged["cat/reward_mean"] == 0.75
+    assert logged["cat/rollout_accuracy_vs_gold"] == 2 / 8  # two rollouts say 42 (gold), none says 5
     rows = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert [r["completions"] for r in rows] == [[0, 1, 2, 3], [4, 5, 6, 7]] and rows[0]["reference"]["answer"] == "42"
+    # the audit row alone is enough to check a reward: prompt, rollout texts, gold (monitoring), verdicts
+    assert rows[0]["prompt"] == P1 and rows[0]["rollouts"] == completions[:4] and rows[1]["gold"] == "5"
+    assert rows[0]["id"] is None  # no id_column given
 
 
 def test_conversational_completions_and_rubric_reward_with_lengths():

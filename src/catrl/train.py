@@ -84,7 +84,7 @@ def build_reward(cfg: TrainConfig, audit_path: Path):
             judge = open_engine(EngineOptions(model=cfg.judge or anchor_model, base_url=cfg.judge_base_url,
                                               threads=cfg.threads, use_cache=False))
         reward = RubricReward(anchor, judge, sampling=sampling)
-    return CaTRewardFunc(reward, num_generations=cfg.g, gold_column="gold", audit_path=audit_path)
+    return CaTRewardFunc(reward, num_generations=cfg.g, gold_column="gold", id_column="id", audit_path=audit_path)
 
 
 def grpo_args(cfg: TrainConfig, out: Path):

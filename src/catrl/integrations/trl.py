@@ -8,8 +8,9 @@ prompt, checks that every group is whole (a partial group would let the anchor s
 subset: TRL issue #3896), scores all groups with one batched anchor call through CaTReward (math)
 or RubricReward (free-form), and logs per step: reward mean/std, the share of groups with zero
 reward variance, the reference's agreement with the rollouts' majority, and, when the dataset
-happens to carry gold answers, the reference's accuracy (monitoring only: gold never reaches a
-reward). It never sees the trainer's weights: the anchor is its own engine (the initial model on
+happens to carry gold answers, the accuracy of the reference and of the rollouts themselves
+(monitoring only: gold never reaches a reward). The audit trail holds, per group, the policy's
+prompt, the rollout texts and the whole RewardRecord, so any reward can be checked by hand. It never sees the trainer's weights: the anchor is its own engine (the initial model on
 llama.cpp, or a server).
 """
 
@@ -71,6 +72,9 @@ def step_metrics(records: Sequence[RewardRecord], golds: Sequence[str | None] | 
             acc = [float(rec.reference.answer is not None and equivalent(g, rec.reference.answer).equal)
                    for rec, g in zip(verifiable, golds, strict=True) if g is not None]
             out["cat/reference_accuracy_vs_gold"] = float(np.mean(acc))
+            hits = [float(a is not None and equivalent(g, a).equal)
+                    for rec, g in zip(verifiable, golds, strict=True) if g is not None for a in rec.answers]
+            out["cat/rollout_accuracy_vs_gold"] = float(np.mean(hits))
     return out
 
 
@@ -80,15 +84,17 @@ class CaTRewardFunc:
         reward = CaTRewardFunc(CaTReward(anchor_engine), num_generations=8)
         trainer = GRPOTrainer(model=..., reward_funcs=[reward], args=GRPOConfig(num_generations=8, ...), ...)
 
-    `gold_column`: a dataset column with gold answers, used only for the monitoring metric.
-    `audit_path`: append every group's RewardRecord as JSONL (the audit trail of every reward)."""
+    `gold_column`: a dataset column with gold answers, used only for the monitoring metrics.
+    `id_column`: a dataset column naming each prompt, copied into the audit trail.
+    `audit_path`: append every group (its prompt, rollouts and RewardRecord) as JSONL: the audit trail of every reward."""
 
     def __init__(
         self, reward: CaTReward | RubricReward, num_generations: int, gold_column: str | None = None,
         audit_path: str | Path | None = None, gold_parser: Callable[[str], str | None] | None = None,
+        id_column: str | None = None,
     ) -> None:
         self.reward, self.num_generations = reward, num_generations
-        self.gold_column, self.gold_parser = gold_column, gold_parser
+        self.gold_column, self.gold_parser, self.id_column = gold_column, gold_parser, id_column
         self.audit_path = Path(audit_path) if audit_path else None
         self.__name__ = "cat_rubric" if isinstance(reward, RubricReward) else "cat"
         self.calls = 0
@@ -122,7 +128,11 @@ class CaTRewardFunc:
         if self.audit_path is not None:
             self.audit_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.audit_path, "a", encoding="utf-8") as f:
-                for g, rec in zip(groups, records, strict=True):
-                    f.write(json.dumps({"call": self.calls, "completions": g, **rec.to_dict()}, ensure_ascii=False, default=str) + "\n")
+                ids = kwargs.get(self.id_column) if self.id_column else None
+                for k, (g, rec) in enumerate(zip(groups, records, strict=True)):
+                    row = {"call": self.calls, "completions": g, "id": ids[g[0]] if ids is not None else None,
+                           "prompt": prompts[g[0]], "rollouts": rollouts[k], "gold": golds[k] if golds is not None else None,
+                           **rec.to_dict()}
+                    f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         self.calls += 1
         return rewards

@@ -46,6 +46,7 @@ TRAIN_PANELS = (
     ("cat/zero_variance_groups", "groups with zero reward variance"),
     ("cat/reference_agrees_with_majority", "reference = majority answer"),
     ("cat/reference_accuracy_vs_gold", "reference accuracy vs gold (monitoring)"),
+    ("cat/rollout_accuracy_vs_gold", "rollout accuracy vs gold (monitoring)"),
     ("completions/mean_length", "completion length (tokens)"),
     ("loss", "loss"),
 )
