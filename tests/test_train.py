@@ -115,6 +115,7 @@ def test_two_real_grpo_steps_see_whole_groups(tmp_path, smol_path):
     assert by_call == {0: [[0, 1], [2, 3]], 1: [[0, 1], [2, 3]]}  # one call per step, 2 whole groups of G=2
     assert all(len(r["rewards"]) == 2 and r["reference"]["prompt"] for r in audit)
     assert all(r["id"] and r["prompt"][0]["role"] == "user" and len(r["rollouts"]) == 2 for r in audit)
+    assert [r["step"] for r in audit] == [1, 1, 2, 2]
     assert (run / "adapter" / "adapter_config.json").is_file() and (run / "merged" / "config.json").is_file()
     assert (run / "curves.png").stat().st_size > 0 and (run / "config.yaml").is_file()
 
@@ -139,6 +140,8 @@ def test_catrl_train_resumes_after_a_kill(tmp_path, smol_path):
     assert "resumed from step" in second.stdout
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2, 3]  # no step lost, none logged twice
+    steps = [json.loads(x)["step"] for x in (run / "audit.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and set(steps) == {1, 2, 3} and len(steps) == 3 * steps.count(1)  # audited once each
     state = json.loads((run / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3 and (run / "merged" / "config.json").is_file()
 

@@ -40,7 +40,7 @@ def test_rewards_metrics_and_audit(tmp_path):
     assert [r["completions"] for r in rows] == [[0, 1, 2, 3], [4, 5, 6, 7]] and rows[0]["reference"]["answer"] == "42"
     # the audit row alone is enough to check a reward: prompt, rollout texts, gold (monitoring), verdicts
     assert rows[0]["prompt"] == P1 and rows[0]["rollouts"] == completions[:4] and rows[1]["gold"] == "5"
-    assert rows[0]["id"] is None  # no id_column given
+    assert rows[0]["id"] is None and rows[0]["step"] is None  # no id_column, no trainer_state
 
 
 def test_conversational_completions_and_rubric_reward_with_lengths():

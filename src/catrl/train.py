@@ -140,7 +140,7 @@ def checkpoint_step(ckpt: Path) -> int:
 
 
 def trim_metrics(path: Path, upto_step: int) -> None:
-    """On resume, drop metric rows logged after the checkpoint (those steps are trained again)."""
+    """On resume, drop metric and audit rows logged after the checkpoint (those steps are trained again)."""
     if not path.exists():
         return
     keep = []
@@ -149,7 +149,7 @@ def trim_metrics(path: Path, upto_step: int) -> None:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue  # a torn last line from the kill
-        if row.get("step", 0) <= upto_step:
+        if (row.get("step") or 0) <= upto_step:
             keep.append(line)
     path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
 
@@ -206,6 +206,7 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
             (out / stale).unlink(missing_ok=True)
     resumed_step = checkpoint_step(ckpt) if ckpt else None
     trim_metrics(out / "metrics.jsonl", resumed_step or 0)
+    trim_metrics(out / "audit.jsonl", resumed_step or 0)
     policy_dir = resolve_policy(cfg.policy)
     tok = AutoTokenizer.from_pretrained(str(policy_dir), padding_side="left")
 

@@ -129,8 +129,10 @@ class CaTRewardFunc:
             self.audit_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.audit_path, "a", encoding="utf-8") as f:
                 ids = kwargs.get(self.id_column) if self.id_column else None
+                state = kwargs.get("trainer_state")  # TRL passes its TrainerState; the batch feeds the next step
+                step = state.global_step + 1 if getattr(state, "global_step", None) is not None else None
                 for k, (g, rec) in enumerate(zip(groups, records, strict=True)):
-                    row = {"call": self.calls, "completions": g, "id": ids[g[0]] if ids is not None else None,
+                    row = {"step": step, "call": self.calls, "completions": g, "id": ids[g[0]] if ids is not None else None,
                            "prompt": prompts[g[0]], "rollouts": rollouts[k], "gold": golds[k] if golds is not None else None,
                            **rec.to_dict()}
                     f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
