@@ -35,12 +35,9 @@ ROLLOUT = Sampling(temperature=0.7, top_p=0.8, top_k=20, max_tokens=320, seed=0)
 
 
 def anchor_requests(template: str, groups: list[list[str]]) -> list[ChatRequest]:
-    """The anchor's requests, rendered from a prompt file the way synthesis.synthesis_request renders the packaged one."""
-    reqs = []
-    for i, g in enumerate(groups):
-        values = {"count": str(len(g)), "candidates": format_candidates(g)}
-        reqs.append(ChatRequest.user(prompting.PLACEHOLDER.sub(lambda m, v=values: v[m.group(1)], template), id=str(i)))
-    return reqs
+    """The anchor's requests from a prompt text, filled as synthesis.synthesis_request fills the packaged one."""
+    return [ChatRequest.user(prompting.fill(template, count=str(len(g)), candidates=format_candidates(g)), id=str(i))
+            for i, g in enumerate(groups)]
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from catrl.errors import InputError
 from catrl.sft import read_labels
-from catrl.train import last_checkpoint, prompt_rows, trim_metrics
+from catrl.train import last_checkpoint, prompt_rows, trim_after_step
 from catrl.train_config import load_config
 
 
@@ -55,10 +55,10 @@ def test_prompt_rows_offset_gold_and_length_filter():
     assert [r["id"] for r in offset] == [first[2]["id"]]  # offset rows are disjoint from the first rows
 
 
-def test_trim_metrics_drops_steps_after_the_checkpoint(tmp_path):
+def test_trim_after_step_drops_steps_after_the_checkpoint(tmp_path):
     p = tmp_path / "metrics.jsonl"
     p.write_text("".join(json.dumps({"step": s, "reward": s / 10}) + "\n" for s in (1, 2, 3)) + '{"step": 4, "rew')
-    trim_metrics(p, 2)
+    trim_after_step(p, 2)
     assert [json.loads(x)["step"] for x in p.read_text().splitlines()] == [1, 2]
 
 

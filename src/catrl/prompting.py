@@ -33,9 +33,13 @@ def fields(name: str) -> set[str]:
 
 
 def render(name: str, **values: str) -> str:
-    """Fill a prompt's placeholders in one pass (inserted text is never re-scanned)."""
-    template = load(name)
-    need = fields(name)
+    """Fill a packaged prompt's placeholders in one pass (inserted text is never re-scanned)."""
+    return fill(load(name), name, **values)
+
+
+def fill(template: str, name: str = "<text>", **values: str) -> str:
+    """Fill a prompt text (a packaged one, or a file being compared with it) the same strict way."""
+    need = set(PLACEHOLDER.findall(template))
     missing, extra = need - values.keys(), values.keys() - need
     if missing or extra:
         raise InputError(f"prompt {name!r} needs fields {sorted(need)}; missing {sorted(missing)}, unexpected {sorted(extra)}")

@@ -139,7 +139,7 @@ def checkpoint_step(ckpt: Path) -> int:
     return int(state["global_step"])
 
 
-def trim_metrics(path: Path, upto_step: int) -> None:
+def trim_after_step(path: Path, upto_step: int) -> None:
     """On resume, drop metric and audit rows logged after the checkpoint (those steps are trained again)."""
     if not path.exists():
         return
@@ -205,8 +205,8 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
         for stale in ("metrics.jsonl", "audit.jsonl"):
             (out / stale).unlink(missing_ok=True)
     resumed_step = checkpoint_step(ckpt) if ckpt else None
-    trim_metrics(out / "metrics.jsonl", resumed_step or 0)
-    trim_metrics(out / "audit.jsonl", resumed_step or 0)
+    trim_after_step(out / "metrics.jsonl", resumed_step or 0)
+    trim_after_step(out / "audit.jsonl", resumed_step or 0)
     policy_dir = resolve_policy(cfg.policy)
     tok = AutoTokenizer.from_pretrained(str(policy_dir), padding_side="left")
 

@@ -9,9 +9,10 @@ subset: TRL issue #3896), scores all groups with one batched anchor call through
 or RubricReward (free-form), and logs per step: reward mean/std, the share of groups with zero
 reward variance, the reference's agreement with the rollouts' majority, and, when the dataset
 happens to carry gold answers, the accuracy of the reference and of the rollouts themselves
-(monitoring only: gold never reaches a reward). The audit trail holds, per group, the policy's
-prompt, the rollout texts and the whole RewardRecord, so any reward can be checked by hand. It never sees the trainer's weights: the anchor is its own engine (the initial model on
-llama.cpp, or a server).
+(monitoring only: gold never reaches a reward). The audit trail holds, per group, the step, the
+policy's prompt, the rollout texts and the whole RewardRecord, so any reward can be checked by hand.
+It never sees the trainer's weights: the anchor is its own engine (the initial model on llama.cpp,
+or a server).
 """
 
 from __future__ import annotations
@@ -69,12 +70,13 @@ def step_metrics(records: Sequence[RewardRecord], golds: Sequence[str | None] | 
             agree.append(float(rec.reference.answer is not None and maj is not None and equivalent(maj, rec.reference.answer).equal))
         out["cat/reference_agrees_with_majority"] = float(np.mean(agree))
         if golds is not None and any(g is not None for g in golds):
-            acc = [float(rec.reference.answer is not None and equivalent(g, rec.reference.answer).equal)
-                   for rec, g in zip(verifiable, golds, strict=True) if g is not None]
-            out["cat/reference_accuracy_vs_gold"] = float(np.mean(acc))
-            hits = [float(a is not None and equivalent(g, a).equal)
-                    for rec, g in zip(verifiable, golds, strict=True) if g is not None for a in rec.answers]
-            out["cat/rollout_accuracy_vs_gold"] = float(np.mean(hits))
+            graded = [(rec, g) for rec, g in zip(verifiable, golds, strict=True) if g is not None]
+
+            def right(gold: str, answer: str | None) -> float:
+                return float(answer is not None and equivalent(gold, answer).equal)
+
+            out["cat/reference_accuracy_vs_gold"] = float(np.mean([right(g, rec.reference.answer) for rec, g in graded]))
+            out["cat/rollout_accuracy_vs_gold"] = float(np.mean([right(g, a) for rec, g in graded for a in rec.answers]))
     return out
 
 
