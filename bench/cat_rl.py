@@ -19,7 +19,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from catrl.cache import CallCache
@@ -38,7 +38,16 @@ from catrl.verify import equivalent, extract_answer
 GREEDY = Sampling(temperature=0.0, max_tokens=512, seed=0)
 
 
-def greedy_correct(engine, examples, label: str) -> list[bool]:
+@dataclass
+class Graded:
+    """One greedy answer: whether it states a final answer at all, hit the token limit, and is right."""
+
+    answered: bool
+    truncated: bool
+    correct: bool
+
+
+def greedy_graded(engine, examples, label: str) -> list[Graded]:
     done, t0 = [0], time.time()
 
     def tick(i, comps):
@@ -51,8 +60,24 @@ def greedy_correct(engine, examples, label: str) -> list[bool]:
     for e, g in zip(examples, groups, strict=True):
         ans = extract_answer(g[0].text)
         gold = gold_answer("gsm8k", e.gold)
-        out.append(ans is not None and gold is not None and equivalent(gold, ans).equal)
+        right = ans is not None and gold is not None and equivalent(gold, ans).equal
+        out.append(Graded(answered=ans is not None, truncated=g[0].finish_reason == "length", correct=right))
     return out
+
+
+def correct(graded: list[Graded]) -> list[bool]:
+    return [x.correct for x in graded]
+
+
+def breakdown(graded: list[Graded]) -> dict:
+    """Why answers are wrong: the share with no final answer, cut off at the limit, and accuracy where answered."""
+    n = len(graded)
+    answered = [x for x in graded if x.answered]
+    return {
+        "answered": sum(x.answered for x in graded) / n,
+        "truncated": sum(x.truncated for x in graded) / n,
+        "accuracy_when_answered": (sum(x.correct for x in answered) / len(answered)) if answered else 0.0,
+    }
 
 
 def main() -> None:
@@ -73,16 +98,16 @@ def main() -> None:
     base_dir = resolve_policy(cfg.policy)
 
     base = CachedEngine(TransformersEngine(base_dir, threads=cfg.threads), cache)
-    before = greedy_correct(base, train_ex, "before, train"), greedy_correct(base, held_ex, "before, held-out")
+    before = greedy_graded(base, train_ex, "before, train"), greedy_graded(base, held_ex, "before, held-out")
     base.close()
     if args.eval_only:
-        print(f"before: train {accuracy(before[0]).mean:.3f} held-out {accuracy(before[1]).mean:.3f}")
+        print(f"before: train {accuracy(correct(before[0])).mean:.3f} held-out {accuracy(correct(before[1])).mean:.3f}")
         return
     t0 = time.time()
     res = train(cfg)
     train_s = time.time() - t0
     after_engine = CachedEngine(TransformersEngine(res.merged_dir, threads=cfg.threads), cache)
-    after = greedy_correct(after_engine, train_ex, "after, train"), greedy_correct(after_engine, held_ex, "after, held-out")
+    after = greedy_graded(after_engine, train_ex, "after, train"), greedy_graded(after_engine, held_ex, "after, held-out")
 
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("metrics.jsonl", "curves.png", "config.yaml"):
@@ -90,8 +115,10 @@ def main() -> None:
             shutil.copy(res.output_dir / name, args.out / ("run_config.yaml" if name == "config.yaml" else name))
     summary = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "steps": res.steps, "train_seconds_this_process": train_s,
-        "train": {"before": asdict(accuracy(before[0])), "after": asdict(accuracy(after[0])), "diff": asdict(paired_diff(after[0], before[0]))},
-        "heldout": {"before": asdict(accuracy(before[1])), "after": asdict(accuracy(after[1])), "diff": asdict(paired_diff(after[1], before[1]))},
+        **{key: {"before": asdict(accuracy(correct(b))), "after": asdict(accuracy(correct(a))),
+                 "diff": asdict(paired_diff(correct(a), correct(b))),
+                 "breakdown": {"before": breakdown(b), "after": breakdown(a)}}
+           for key, b, a in (("train", before[0], after[0]), ("heldout", before[1], after[1]))},
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"command: python bench/cat_rl.py --config {args.config} {' '.join('--set ' + s for s in args.set)}; machine {summary['machine']}")
@@ -103,6 +130,11 @@ def main() -> None:
         b, a, d = s["before"], s["after"], s["diff"]
         print(f"{label:<26}{b['mean']:>7.3f} [{b['lo']:.3f},{b['hi']:.3f}]{a['mean']:>7.3f} [{a['lo']:.3f},{a['hi']:.3f}]"
               f"{d['diff']:>+9.3f} [{d['lo']:+.3f},{d['hi']:+.3f}] p={d['mcnemar_p']:.3g}")
+    print(f"{'why (before -> after)':<26}{'has an answer':>18}{'cut off at limit':>18}{'right when answered':>26}")
+    for key, label in (("train", "train"), ("heldout", "held-out")):
+        bb, ab = summary[key]["breakdown"]["before"], summary[key]["breakdown"]["after"]
+        print(f"{label:<26}{bb['answered']:>9.3f} -> {ab['answered']:.3f}{bb['truncated']:>9.3f} -> {ab['truncated']:.3f}"
+              f"{bb['accuracy_when_answered']:>17.3f} -> {ab['accuracy_when_answered']:.3f}")
     print(f"cat_rl: before={summary['train']['before']['mean']:.3f} after={summary['train']['after']['mean']:.3f} "
           f"heldout_before={summary['heldout']['before']['mean']:.3f} heldout_after={summary['heldout']['after']['mean']:.3f}")
 
