@@ -5,7 +5,10 @@ initial model frozen on llama.cpp as anchor, the first 200 GSM8K test questions 
 prompts; no label reaches the reward). Accuracy is greedy, through the same transformers engine
 before and after, on those 200 questions and on 200 disjoint ones (GSM8K test 200-399), with
 Wilson CIs and paired differences. Every stage resumes: the evaluations through the call cache,
-training from its last checkpoint. Copies metrics, curves and the summary into docs/cat_rl/ and
+training from its last checkpoint. Also says why accuracy moved or not: the share of greedy answers
+with a final answer and cut off at the limit, and the training audit graded against gold afterwards
+(reference accuracy, and the share of rewarded rollouts that were right). Copies metrics, curves and
+the summary into docs/cat_rl/ and
 ends with `cat_rl: before=<acc> after=<acc> heldout_before=<acc> heldout_after=<acc>`.
 
     python bench/cat_rl.py [--config docs/cat_rl/config.yaml] [--set steps=100] [--eval-only]
@@ -30,6 +33,7 @@ from catrl.hf_policy import resolve_policy
 from catrl.metrics import accuracy, paired_diff
 from catrl.paths import default_call_cache
 from catrl.rollouts import build_request
+from catrl.selection import majority
 from catrl.train import train
 from catrl.train_config import load_config
 from catrl.types import Sampling
@@ -80,6 +84,33 @@ def breakdown(graded: list[Graded]) -> dict:
     }
 
 
+def reward_audit(path: Path) -> dict:
+    """Did the reward point at right answers? Grades the run's audit rows against gold, which the reward
+    never saw: how often the reference, the majority and any rollout were right, and how many of the
+    rollouts were right overall and among the rewarded ones (the reward's precision against gold)."""
+    c = dict.fromkeys(("groups", "reference_right", "majority_right", "any_right", "rollouts", "right", "rewarded", "rewarded_right"), 0)
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("gold") is None:
+            continue
+        gold = str(row["gold"])
+
+        def right(ans):
+            return ans is not None and equivalent(gold, ans).equal
+
+        ok = [right(a) for a in row["answers"]]
+        paid = [r > 0 for r in row["rewards"]]
+        c["groups"] += 1
+        c["reference_right"] += right((row.get("reference") or {}).get("answer"))
+        c["majority_right"] += right(majority(row["rollouts"]).answer)
+        c["any_right"] += any(ok)
+        c["rollouts"] += len(ok)
+        c["right"] += sum(ok)
+        c["rewarded"] += sum(paid)
+        c["rewarded_right"] += sum(o and p for o, p in zip(ok, paid))
+    return c
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", type=Path, default=Path("docs/cat_rl/config.yaml"))
@@ -119,6 +150,7 @@ def main() -> None:
                  "diff": asdict(paired_diff(correct(a), correct(b))),
                  "breakdown": {"before": breakdown(b), "after": breakdown(a)}}
            for key, b, a in (("train", before[0], after[0]), ("heldout", before[1], after[1]))},
+        "reward_audit": reward_audit(res.output_dir / "audit.jsonl"),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"command: python bench/cat_rl.py --config {args.config} {' '.join('--set ' + s for s in args.set)}; machine {summary['machine']}")
@@ -135,6 +167,11 @@ def main() -> None:
         bb, ab = summary[key]["breakdown"]["before"], summary[key]["breakdown"]["after"]
         print(f"{label:<26}{bb['answered']:>9.3f} -> {ab['answered']:.3f}{bb['truncated']:>9.3f} -> {ab['truncated']:.3f}"
               f"{bb['accuracy_when_answered']:>17.3f} -> {ab['accuracy_when_answered']:.3f}")
+    ra = summary["reward_audit"]
+    if ra["groups"]:
+        print(f"reward audit over {ra['groups']} training groups (gold graded afterwards, never seen by the reward): "
+              f"reference right {ra['reference_right']}, majority right {ra['majority_right']}, some rollout right {ra['any_right']}; "
+              f"rollouts right {ra['right']}/{ra['rollouts']}, rewarded rollouts right {ra['rewarded_right']}/{ra['rewarded']}")
     print(f"cat_rl: before={summary['train']['before']['mean']:.3f} after={summary['train']['after']['mean']:.3f} "
           f"heldout_before={summary['heldout']['before']['mean']:.3f} heldout_after={summary['heldout']['after']['mean']:.3f}")
 
