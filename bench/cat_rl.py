@@ -8,8 +8,7 @@ Wilson CIs and paired differences. Every stage resumes: the evaluations through 
 training from its last checkpoint. Also says why accuracy moved or not: the share of greedy answers
 with a final answer and cut off at the limit, and the training audit graded against gold afterwards
 (reference accuracy, and the share of rewarded rollouts that were right). Copies metrics, curves and
-the summary into docs/cat_rl/ and
-ends with `cat_rl: before=<acc> after=<acc> heldout_before=<acc> heldout_after=<acc>`.
+the summary into docs/cat_rl/ and ends with `cat_rl: before=<acc> after=<acc> heldout_before=<acc> heldout_after=<acc>`.
 
     python bench/cat_rl.py [--config docs/cat_rl/config.yaml] [--set steps=100] [--eval-only]
 """
