@@ -12,11 +12,12 @@ happens to carry gold answers, the accuracy of the reference and of the rollouts
 (monitoring only: gold never reaches a reward). The audit trail holds, per group, the step, the
 policy's prompt, the rollout texts and the whole RewardRecord, so any reward can be checked by hand.
 It never sees the trainer's weights: the anchor is its own engine (the initial model on llama.cpp,
-or a server).
+or a server). AsyncCaTRewardFunc is the same reward as a TRL async reward function.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -140,3 +141,17 @@ class CaTRewardFunc:
                     f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         self.calls += 1
         return rewards
+
+
+class AsyncCaTRewardFunc(CaTRewardFunc):
+    """CaTRewardFunc as a TRL async reward function (same rewards, metrics and audit trail).
+
+    GRPOTrainer awaits all async reward functions of a batch together (asyncio.gather on its own
+    event-loop thread), so a CaT reward whose anchor is a server runs alongside the trainer's other
+    async rewards (a second anchor, a judge, a remote verifier) instead of queueing behind them. The
+    engines are synchronous, so the scoring runs in a worker thread and never blocks TRL's loop. Alone,
+    it is no faster than CaTRewardFunc: TRL waits for the rewards before the loss either way."""
+
+    async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Sequence[int]] | None = None,
+                       log_metric: Callable[[str, float], None] | None = None, **kwargs: Any) -> list[float]:
+        return await asyncio.to_thread(CaTRewardFunc.__call__, self, prompts, completions, completion_ids, log_metric, **kwargs)
