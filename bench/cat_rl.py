@@ -16,6 +16,7 @@ the summary into docs/cat_rl/ and ends with `cat_rl: before=<acc> after=<acc> he
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -31,8 +32,9 @@ from catrl.engines.transformers import TransformersEngine
 from catrl.hf_policy import resolve_policy
 from catrl.metrics import accuracy, paired_diff
 from catrl.paths import default_call_cache
+from catrl.report.html_audit import HEADER, stretch_rows
 from catrl.rollouts import build_request
-from catrl.selection import majority
+from catrl.run_audit import grade_group, read_audit, stretches
 from catrl.train import train
 from catrl.train_config import load_config
 from catrl.types import Sampling
@@ -83,33 +85,6 @@ def breakdown(graded: list[Graded]) -> dict:
     }
 
 
-def reward_audit(path: Path) -> dict:
-    """Did the reward point at right answers? Grades the run's audit rows against gold, which the reward
-    never saw: how often the reference, the majority and any rollout were right, and how many of the
-    rollouts were right overall and among the rewarded ones (the reward's precision against gold)."""
-    c = dict.fromkeys(("groups", "reference_right", "majority_right", "any_right", "rollouts", "right", "rewarded", "rewarded_right"), 0)
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        if row.get("gold") is None:
-            continue
-        gold = str(row["gold"])
-
-        def right(ans):
-            return ans is not None and equivalent(gold, ans).equal
-
-        ok = [right(a) for a in row["answers"]]
-        paid = [r > 0 for r in row["rewards"]]
-        c["groups"] += 1
-        c["reference_right"] += right((row.get("reference") or {}).get("answer"))
-        c["majority_right"] += right(majority(row["rollouts"]).answer)
-        c["any_right"] += any(ok)
-        c["rollouts"] += len(ok)
-        c["right"] += sum(ok)
-        c["rewarded"] += sum(paid)
-        c["rewarded_right"] += sum(o and p for o, p in zip(ok, paid))
-    return c
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", type=Path, default=Path("docs/cat_rl/config.yaml"))
@@ -143,13 +118,17 @@ def main() -> None:
     for name in ("metrics.jsonl", "curves.png", "config.yaml"):
         if (res.output_dir / name).exists():
             shutil.copy(res.output_dir / name, args.out / ("run_config.yaml" if name == "config.yaml" else name))
+    rows = read_audit(res.output_dir)
+    audit = stretches([grade_group(r) for r in rows], parts=4)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)  # for `catrl audit docs/cat_rl/audit.jsonl.gz`
+    (args.out / "audit.jsonl.gz").write_bytes(gzip.compress(text.encode(), mtime=0))
     summary = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "steps": res.steps, "train_seconds_this_process": train_s,
         **{key: {"before": asdict(accuracy(correct(b))), "after": asdict(accuracy(correct(a))),
                  "diff": asdict(paired_diff(correct(a), correct(b))),
                  "breakdown": {"before": breakdown(b), "after": breakdown(a)}}
            for key, b, a in (("train", before[0], after[0]), ("heldout", before[1], after[1]))},
-        "reward_audit": reward_audit(res.output_dir / "audit.jsonl"),
+        "reward_audit": [asdict(p) for p in audit],
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"command: python bench/cat_rl.py --config {args.config} {' '.join('--set ' + s for s in args.set)}; machine {summary['machine']}")
@@ -166,11 +145,11 @@ def main() -> None:
         bb, ab = summary[key]["breakdown"]["before"], summary[key]["breakdown"]["after"]
         print(f"{label:<26}{bb['answered']:>9.3f} -> {ab['answered']:.3f}{bb['truncated']:>9.3f} -> {ab['truncated']:.3f}"
               f"{bb['accuracy_when_answered']:>17.3f} -> {ab['accuracy_when_answered']:.3f}")
-    ra = summary["reward_audit"]
-    if ra["groups"]:
-        print(f"reward audit over {ra['groups']} training groups (gold graded afterwards, never seen by the reward): "
-              f"reference right {ra['reference_right']}, majority right {ra['majority_right']}, some rollout right {ra['any_right']}; "
-              f"rollouts right {ra['right']}/{ra['rollouts']}, rewarded rollouts right {ra['rewarded_right']}/{ra['rewarded']}")
+    print("reward audit (training groups graded against gold afterwards; gold never reached a reward):")
+    widths = [10, 7, 7, 16, 12, 15, 15, 15]
+    print("".join(f"{h:>{w}}" for h, w in zip(HEADER, widths)))
+    for r in stretch_rows(audit):
+        print("".join(f"{c:>{w}}" for c, w in zip(r, widths)))
     print(f"cat_rl: before={summary['train']['before']['mean']:.3f} after={summary['train']['after']['mean']:.3f} "
           f"heldout_before={summary['heldout']['before']['mean']:.3f} heldout_after={summary['heldout']['after']['mean']:.3f}")
 

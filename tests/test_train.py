@@ -118,6 +118,16 @@ def test_two_real_grpo_steps_see_whole_groups(tmp_path, smol_path):
     assert [r["step"] for r in audit] == [1, 1, 2, 2]
     assert (run / "adapter" / "adapter_config.json").is_file() and (run / "merged" / "config.json").is_file()
     assert (run / "curves.png").stat().st_size > 0 and (run / "config.yaml").is_file()
+    # the run's own audit trail reads back and grades against gold afterwards (`catrl audit`)
+    from catrl.report.html_audit import write_audit_html
+    from catrl.run_audit import grade_group, read_audit, stretches
+
+    rows = read_audit(run)
+    graded = [grade_group(r) for r in rows]
+    whole = stretches(graded, parts=2)[-1]
+    assert (whole.groups, whole.graded, whole.rollouts) == (4, 4, 8) and whole.first_step == 1 and whole.last_step == 2
+    assert whole.rewarded == sum(r > 0 for row in rows for r in row["rewards"])
+    assert write_audit_html(rows, graded, stretches(graded, 2), run / "audit.html", "run").stat().st_size > 0
 
 
 @pytest.mark.real_model

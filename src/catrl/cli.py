@@ -447,6 +447,41 @@ def train(
 
 
 @app.command()
+def audit(
+    run: Annotated[Path, typer.Argument(help="A CaT-RL run directory, or its audit.jsonl.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML page (default: audit.html next to audit.jsonl).")] = None,
+    parts: Annotated[int, typer.Option("--parts", help="Stretches of consecutive steps the run is cut into for the table.")] = 4,
+    match: Annotated[str, typer.Option("--match", help="symbolic (math-verify) or string.")] = "symbolic",
+) -> None:
+    """What a CaT-RL run's reward paid for: every scored group on one HTML page, and per stretch of the run how often the
+    reference, the majority and the rewarded rollouts were right (graded against gold afterwards, where the data has it)."""
+    from catrl.report.html_audit import HEADER, stretch_rows, write_audit_html
+    from catrl.run_audit import grade_group, read_audit, stretches
+
+    try:
+        rows = read_audit(run)
+        with _progress() as prog:
+            bar = prog.add_task(f"grading {len(rows)} groups", total=len(rows))
+            graded = []
+            for row in rows:
+                graded.append(grade_group(row, match))
+                prog.advance(bar)
+    except CatrlError as e:
+        _fail(e)
+        return
+    summary = stretches(graded, parts)
+    table = Table(*HEADER, title=f"{run}: {len(rows)} groups")
+    for r in stretch_rows(summary):
+        table.add_row(*r)
+    out.print(table)
+    if not summary[-1].graded:
+        out.print("no gold answers in the audit rows: only rewards and flags are summed up")
+    page = output or (run if run.is_dir() else run.parent) / "audit.html"
+    write_audit_html(rows, graded, summary, page, f"CaT-RL audit: {run}")
+    out.print(f"report: {page}")
+
+
+@app.command()
 def sft(
     labels: Annotated[Path, typer.Argument(help="`catrl label` output (JSONL with question and reference).")],
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o")] = Path("runs/cat-sft"),

@@ -57,7 +57,7 @@ def _packaged_path(name: str) -> Path:
 def iter_records(source: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """(location, record) pairs from a packaged name, a .jsonl/.json/.parquet file or an HF dataset dir."""
     if source in PACKAGED:
-        yield from _iter_jsonl(_packaged_path(source), label=source)
+        yield from iter_jsonl(_packaged_path(source), label=source)
         return
     path = Path(source).expanduser()
     if not path.exists():
@@ -67,12 +67,13 @@ def iter_records(source: str) -> Iterator[tuple[str, dict[str, Any]]]:
     elif path.suffix == ".parquet":
         yield from _iter_parquet(path)
     elif path.suffix in {".jsonl", ".json", ".ndjson"} or path.name.endswith((".jsonl.gz", ".ndjson.gz")):
-        yield from _iter_jsonl(path, label=str(path))
+        yield from iter_jsonl(path, label=str(path))
     else:
         raise InputError(f"{path}: unknown format {path.suffix!r}; use .jsonl (optionally .gz), .parquet or a saved HF dataset directory")
 
 
-def _iter_jsonl(path: Path, label: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def iter_jsonl(path: Path, label: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(file:line, object) per non-empty line of a JSONL file (.gz too); bad lines stop with file and line."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):

@@ -17,7 +17,7 @@ details{margin:.3em 0}summary{cursor:pointer}
 """
 
 
-def _mark(ok: bool | None) -> str:
+def mark(ok: bool | None) -> str:
     if ok is None:
         return "-"
     return '<span class="ok">right</span>' if ok else '<span class="bad">wrong</span>'
@@ -58,11 +58,11 @@ def _nll(v: float | None) -> str:
 def _question(r: dict[str, Any]) -> str:
     verdicts = "".join(
         f"<tr><td>{escape(m)}</td><td>{escape(str(v.get('index')))}</td><td>{escape(str(v.get('answer')))}</td>"
-        f"<td>{_mark(v.get('correct'))}</td><td>{escape(', '.join(v.get('flags') or []))}</td></tr>"
+        f"<td>{mark(v.get('correct'))}</td><td>{escape(', '.join(v.get('flags') or []))}</td></tr>"
         for m, v in r["methods"].items()
     )
     rolls = "".join(
-        f"<details><summary>rollout {i + 1}: answer <b>{escape(str(x['answer']))}</b> {_mark(x['correct'])}"
+        f"<details><summary>rollout {i + 1}: answer <b>{escape(str(x['answer']))}</b> {mark(x['correct'])}"
         f" ({escape(x['finish_reason'])}{_nll(x.get('mean_nll'))})</summary>"
         f"<pre>{escape(x['text'])}</pre></details>"
         for i, x in enumerate(r["rollouts"])
@@ -72,7 +72,7 @@ def _question(r: dict[str, Any]) -> str:
     if ref:
         prompt = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in ref["prompt"])
         ref_html = (
-            f"<p>CaT reference answer: <b>{escape(str(ref['answer']))}</b> {_mark(ref.get('correct'))}</p>"
+            f"<p>CaT reference answer: <b>{escape(str(ref['answer']))}</b> {mark(ref.get('correct'))}</p>"
             f"<details><summary>synthesized reference</summary><pre>{escape(ref['text'])}</pre></details>"
             f"<details><summary>exact anchor prompt (the question is not in it)</summary><pre>{escape(prompt)}</pre></details>"
         )

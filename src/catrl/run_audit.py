@@ -1,0 +1,122 @@
+"""Reading back a CaT-RL run's audit trail: what the reward paid for, step by step.
+
+Every group a training run scored is one row of its audit.jsonl (step, prompt, rollouts, reference,
+answers, rewards, flags, and gold when the data happened to carry it). This module grades those rows
+afterwards and sums them up over stretches of the run, so one can see whether the reward pointed at
+right answers and whether that changed as the policy trained. Gold is read here only, long after the
+rewards were paid: it never reaches a reward.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from catrl.datasets import iter_jsonl
+from catrl.errors import InputError
+from catrl.selection import majority
+from catrl.verify import equivalent
+
+
+@dataclass
+class GradedGroup:
+    """One audited group, graded against gold when the row has it (else the `*_right` fields are None)."""
+
+    step: int | None
+    rewards: list[float]
+    flags: list[str]
+    reference_right: bool | None
+    majority_answer: str | None
+    majority_right: bool | None
+    rollouts_right: list[bool] | None
+
+
+@dataclass
+class Stretch:
+    """Totals over consecutive steps of a run."""
+
+    first_step: int | None
+    last_step: int | None
+    groups: int
+    reward_mean: float
+    zero_variance_groups: int
+    flags: dict[str, int]
+    graded: int  # groups with gold; the shares below are over these
+    reference_right: int
+    majority_right: int
+    any_right: int
+    rollouts: int
+    rollouts_right: int
+    rewarded: int
+    rewarded_right: int
+
+
+def read_audit(path: Path) -> list[dict[str, Any]]:
+    """The rows of an audit.jsonl or .jsonl.gz (a run directory works too), with file and line in every error."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "audit.jsonl"
+    if not path.is_file():
+        raise InputError(f"{path}: no audit trail here (a CaT-RL run directory holds audit.jsonl)")
+    rows = []
+    for where, row in iter_jsonl(path, label=str(path)):
+        for key in ("rewards", "rollouts"):
+            if not isinstance(row.get(key), list):
+                raise InputError(f"{where}: field {key!r} is missing or not a list")
+        rows.append(row)
+    return rows
+
+
+def grade_group(row: dict[str, Any], mode: str = "symbolic") -> GradedGroup:
+    """Grade one audit row against its gold (verifiable rows only; free-form rows have no answer to grade)."""
+    gold = row.get("gold")
+    answers = row.get("answers") or []
+    ref = row.get("reference") or {}
+    maj = majority(row["rollouts"], mode) if answers else None
+    graded = gold is not None and bool(answers)
+
+    def right(ans: str | None) -> bool:
+        return ans is not None and equivalent(str(gold), ans, mode=mode).equal
+
+    return GradedGroup(
+        step=row.get("step"), rewards=[float(r) for r in row["rewards"]], flags=list(row.get("flags") or []),
+        reference_right=right(ref.get("answer")) if graded else None,
+        majority_answer=maj.answer if maj else None,
+        majority_right=right(maj.answer) if graded and maj else None,
+        rollouts_right=[right(a) for a in answers] if graded else None,
+    )
+
+
+def stretch(groups: Sequence[GradedGroup]) -> Stretch:
+    steps = [g.step for g in groups if g.step is not None]
+    rewards = [r for g in groups for r in g.rewards]
+    graded = [g for g in groups if g.rollouts_right is not None]
+    flags = Counter(f for g in groups for f in g.flags)
+    return Stretch(
+        first_step=min(steps) if steps else None, last_step=max(steps) if steps else None, groups=len(groups),
+        reward_mean=sum(rewards) / len(rewards) if rewards else 0.0,
+        zero_variance_groups=sum(len(set(g.rewards)) <= 1 for g in groups), flags=dict(flags),
+        graded=len(graded),
+        reference_right=sum(bool(g.reference_right) for g in graded),
+        majority_right=sum(bool(g.majority_right) for g in graded),
+        any_right=sum(any(g.rollouts_right) for g in graded),
+        rollouts=sum(len(g.rollouts_right) for g in graded),
+        rollouts_right=sum(sum(g.rollouts_right) for g in graded),
+        rewarded=sum(r > 0 for g in graded for r in g.rewards),
+        rewarded_right=sum(r > 0 and ok for g in graded for r, ok in zip(g.rewards, g.rollouts_right)),
+    )
+
+
+def stretches(groups: Sequence[GradedGroup], parts: int = 4) -> list[Stretch]:
+    """The run cut into `parts` stretches of consecutive steps (as equal as the steps allow), then the whole run."""
+    steps = sorted({g.step for g in groups if g.step is not None})
+    out = []
+    if parts > 1 and len(steps) >= parts:
+        for k in range(parts):
+            chunk = set(steps[k * len(steps) // parts : (k + 1) * len(steps) // parts])
+            out.append(stretch([g for g in groups if g.step in chunk]))
+    out.append(stretch(groups))
+    return out

@@ -1,0 +1,81 @@
+"""Reading back a CaT-RL audit trail: grading against gold afterwards, stretches of the run, the page, `catrl audit`."""
+
+import gzip
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from catrl.cli import app
+from catrl.errors import InputError
+from catrl.report.html_audit import write_audit_html
+from catrl.run_audit import grade_group, read_audit, stretches
+
+
+def row(step, answers, rewards, ref, gold="42", **extra):
+    texts = [f"... \\boxed{{{a}}}" if a is not None else "no answer" for a in answers]
+    return {"step": step, "id": f"q{step}", "prompt": [{"role": "user", "content": "What is 6*7? <b>"}], "rollouts": texts,
+            "gold": gold, "rewards": rewards, "answers": answers, "flags": [] if ref else ["no_reference_answer"],
+            "reference": {"text": f"\\boxed{{{ref}}}", "answer": ref, "prompt": [{"role": "user", "content": "<candidate>..."}]}, **extra}
+
+
+ROWS = [
+    row(1, ["41", "41", "42", None], [1, 1, 0, 0], "41"),  # the reference follows a wrong majority
+    row(2, ["42", "42", "7", "42.0"], [1, 1, 0, 1], "42"),
+    row(3, ["1", "2", "3", "4"], [0, 0, 0, 0], None),
+    row(4, ["42", "42", "42", "42"], [1, 1, 1, 1], "42", gold=None),  # no gold: not graded
+]
+
+
+def write(tmp_path, rows):
+    path = tmp_path / "audit.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_grading_and_stretches():
+    graded = [grade_group(r) for r in ROWS]
+    assert [g.reference_right for g in graded] == [False, True, False, None]
+    assert [g.majority_answer for g in graded] == ["41", "42", "1", "42"] and graded[1].rollouts_right == [True, True, False, True]
+    parts = stretches(graded, parts=2)
+    assert [(p.first_step, p.last_step, p.groups) for p in parts] == [(1, 2, 2), (3, 4, 2), (1, 4, 4)]
+    whole = parts[-1]
+    assert (whole.graded, whole.reference_right, whole.majority_right, whole.any_right) == (3, 1, 1, 2)
+    assert (whole.rollouts, whole.rollouts_right, whole.rewarded, whole.rewarded_right) == (12, 4, 5, 3)
+    assert whole.zero_variance_groups == 2 and whole.flags == {"no_reference_answer": 1}
+    assert whole.reward_mean == pytest.approx(9 / 16)
+    assert len(stretches(graded, parts=8)) == 1  # fewer steps than parts: the whole run only
+
+
+def test_page_escapes_model_text(tmp_path):
+    graded = [grade_group(r) for r in ROWS]
+    page = write_audit_html(ROWS, graded, stretches(graded, 2), tmp_path / "a.html", "run")
+    html = page.read_text()
+    assert "What is 6*7? &lt;b&gt;" in html and "<b>" in html and "&lt;candidate&gt;" in html
+    assert html.count('class="q"') == 4 and "gold <b>42</b>" in html
+
+
+def test_bad_rows_name_file_and_line(tmp_path):
+    path = write(tmp_path, ROWS[:1])
+    path.write_text(path.read_text() + "{not json\n")
+    with pytest.raises(InputError, match=r"audit.jsonl:2: not valid JSON"):
+        read_audit(tmp_path)
+    path.write_text(json.dumps({"step": 1, "rewards": [1]}) + "\n")
+    with pytest.raises(InputError, match=r"audit.jsonl:1: field 'rollouts'"):
+        read_audit(path)
+    gz = tmp_path / "audit.jsonl.gz"
+    gz.write_bytes(gzip.compress(json.dumps(ROWS[0]).encode() + b"\n"))
+    assert read_audit(gz)[0]["step"] == 1  # the committed, gzipped trail reads the same
+    with pytest.raises(InputError, match="no audit trail"):
+        read_audit(tmp_path / "nowhere")
+
+
+def test_cli_prints_the_table_and_writes_the_page(tmp_path):
+    write(tmp_path, ROWS)
+    res = CliRunner().invoke(app, ["audit", str(tmp_path), "--parts", "2"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    whole = next(line for line in res.output.splitlines() if "whole run" in line)
+    assert "4/12 33%" in whole and "3/5 60%" in whole  # rollouts right; rewarded rollouts right
+    assert (tmp_path / "audit.html").is_file()
+    bad = CliRunner().invoke(app, ["audit", str(tmp_path / "missing")], env={"COLUMNS": "300"})
+    assert bad.exit_code == 2 and "no audit trail" in bad.output
