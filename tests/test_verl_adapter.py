@@ -38,6 +38,11 @@ def test_compute_score_regroups_a_verl_batch(tmp_path):
     assert len(anchor.requests) == 2 and all("gsm8k" not in r.messages[-1]["content"] for r in anchor.requests)
     audit = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert [a["responses"] for a in audit] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert audit[0]["rollouts"] == responses[:4] and [a["gold"] for a in audit] == ["42", "4"] and audit[1]["id"] == "1"
+    from catrl.run_audit import grade_group, read_audit, stretches
+
+    whole = stretches([grade_group(r) for r in read_audit(tmp_path / "audit.jsonl")])[-1]  # `catrl audit` reads it
+    assert (whole.graded, whole.reference_right, whole.rewarded, whole.rewarded_right) == (2, 2, 5, 5)
 
 
 def test_group_runs_without_index_uses_the_shared_dict():

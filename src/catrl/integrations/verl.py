@@ -7,7 +7,8 @@ must return one score (or dict with "score") per response. With GRPO, veRL repea
 `extra_info` (by default the same dict object, since the rows are repeated by reference). This
 function regroups the batch into those runs (by `extra_info["uid"]`, else `["index"]`, else the
 dict's identity), checks each run is a whole group when `group_size` is given, and scores all
-groups with one batched anchor call. Ground truths are ignored: CaT uses no labels.
+groups with one batched anchor call. Ground truths are ignored: CaT uses no labels (`audit_path`
+keeps them next to each group, for `catrl audit` to grade the reward afterwards).
 
     reward.reward_manager.name=batch
     reward.custom_reward_function.path=<this file> reward.custom_reward_function.name=compute_score
@@ -37,17 +38,31 @@ _REWARDS: dict[tuple, CaTReward] = {}
 _LOCK = threading.Lock()
 
 
+def _prompt_key(info: Any) -> tuple[str, Any] | None:
+    """What names a prompt in veRL's extra_info: its uid, else its dataset index."""
+    if isinstance(info, dict):
+        for k in ("uid", "index"):
+            if info.get(k) is not None:
+                return (k, info[k])
+    return None
+
+
 def group_runs(extra_infos: Sequence[Any], group_size: int | None = None) -> list[list[int]]:
     """Indices of consecutive responses of one prompt. InputError on a partial group."""
-    def key(info: Any) -> Any:
-        if isinstance(info, dict):
-            for k in ("uid", "index"):
-                if info.get(k) is not None:
-                    return (k, info[k])
-        return ("id", id(info))
-
-    return consecutive_runs([key(x) for x in extra_infos], group_size,
+    return consecutive_runs([_prompt_key(x) or ("id", id(x)) for x in extra_infos], group_size,
                             "Keep rollout.n equal to group_size and do not shuffle the batch before the reward.")
+
+
+def _prompt_id(info: Any) -> str | None:
+    key = _prompt_key(info)
+    return str(key[1]) if key else None
+
+
+def _gold(ground_truths: Sequence[Any] | None, i: int) -> str | None:
+    """The ground truth veRL passed, kept in the audit row for monitoring (`catrl audit`); never scored."""
+    if ground_truths is None or i >= len(ground_truths) or ground_truths[i] is None:
+        return None
+    return str(ground_truths[i])
 
 
 def _reward(anchor_model: str, anchor_base_url: str | None, match: str, max_tokens: int, temperature: float,
@@ -83,5 +98,8 @@ def compute_score(
         Path(audit_path).parent.mkdir(parents=True, exist_ok=True)
         with open(audit_path, "a", encoding="utf-8") as f:
             for r, rec in zip(runs, records, strict=True):
-                f.write(json.dumps({"responses": r, **rec.to_dict()}, ensure_ascii=False, default=str) + "\n")
+                info = extra_infos[r[0]]
+                row = {"responses": r, "id": _prompt_id(info), "data_source": data_sources[r[0]],
+                       "rollouts": [solution_strs[i] for i in r], "gold": _gold(ground_truths, r[0]), **rec.to_dict()}
+                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
     return out
