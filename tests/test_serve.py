@@ -141,9 +141,9 @@ def test_engine_failure_is_502_and_the_service_recovers():
         assert c.post("/v1/rewards", json={"groups": [GROUP]}).status_code == 200
 
 
-def test_openrlhf_get_reward_strips_prompts_and_groups_samples():
+def test_openrlhf_get_reward_strips_prompts_and_groups_samples(tmp_path):
     eng = ScriptedEngine(lambda text: "\\boxed{4}")
-    with client(eng, group_size=2) as c:
+    with client(eng, group_size=2, audit_path=tmp_path / "audit.jsonl") as c:
         body = {"query": ["Q1 A: \\boxed{4}", "Q1 A: \\boxed{5}", "Q2 A: \\boxed{4}", "Q2 A: \\boxed{4}"],
                 "prompts": ["Q1 A:", "Q1 A:", "Q2 A:", "Q2 A:"], "labels": ["4", "4", "9", "9"]}
         r = c.post("/get_reward", json=body)
@@ -151,6 +151,14 @@ def test_openrlhf_get_reward_strips_prompts_and_groups_samples():
         assert len(eng.requests) == 2 and all("Q1" not in q.messages[-1]["content"] for q in eng.requests)
         partial = c.post("/get_reward", json={"query": body["query"][:3], "prompts": body["prompts"][:3]})
         assert partial.status_code == 422 and "partial group" in partial.json()["detail"]
+    # the audit log holds each group with its prompt, responses and OpenRLHF's label (monitoring only)
+    from catrl.run_audit import grade_group, read_audit, stretches
+
+    rows = read_audit(tmp_path / "audit.jsonl")
+    assert [(r["prompt"], r["rollouts"], r["gold"]) for r in rows] == [("Q1 A:", [" \\boxed{4}", " \\boxed{5}"], "4"),
+                                                                       ("Q2 A:", [" \\boxed{4}", " \\boxed{4}"], "9")]
+    whole = stretches([grade_group(r) for r in rows])[-1]
+    assert (whole.graded, whole.reference_right, whole.rewarded, whole.rewarded_right) == (2, 1, 3, 1)
 
 
 @pytest.mark.real_model
@@ -159,7 +167,7 @@ def test_real_catrl_serve_process(smol_path, tmp_path):
     port = free_port()
     env = {**os.environ, "CATRL_SERVE_TOKEN": "tok", "CATRL_CACHE_DIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "catrl", "serve", "--model", "smollm2-135m", "--port", str(port),
-                             "--anchor-max-tokens", "48", "--ctx", "1024", "--max-seqs", "4"],
+                             "--anchor-max-tokens", "48", "--ctx", "1024", "--max-seqs", "4", "--audit-log", str(tmp_path / "audit.jsonl")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         url, auth = f"http://127.0.0.1:{port}", {"Authorization": "Bearer tok"}
@@ -186,6 +194,9 @@ def test_real_catrl_serve_process(smol_path, tmp_path):
         huge = chunked(b'{"groups": [{"rollouts": ["' + b"x" * (9 * 1024 * 1024) + b'"]}]}', 1 << 20)
         assert httpx.post(f"{url}/v1/rewards", content=huge, headers=auth, timeout=60).status_code == 413
         assert "catrl_request_seconds" in httpx.get(f"{url}/metrics", headers=auth, timeout=10).text
+        rows = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        assert [len(r["rollouts"]) for r in rows] == [3, 2]  # the two scored groups, not the refused ones
+        assert rows[0]["rewards"] == rec["rewards"] and rows[0]["reference"] == rec["record"]["reference"]
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -517,6 +517,7 @@ def serve(
     max_body_mb: Annotated[float, typer.Option("--max-body-mb")] = 8.0,
     group_size: Annotated[int | None, typer.Option("--group-size", help="OpenRLHF /get_reward: samples per prompt (refuse partial groups).")] = None,
     match: Annotated[str, typer.Option("--match", help="symbolic (math-verify) or string.")] = "symbolic",
+    audit_log: Annotated[Path | None, typer.Option("--audit-log", help="Append one JSONL row per scored group (read it with `catrl audit`).")] = None,
     anchor_max_tokens: int = 1024, temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, seed: int = 0,
     max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096, threads: ThreadsOpt = None, timeout: TimeoutOpt = None,
     concurrency: ConcOpt = 16,
@@ -529,7 +530,8 @@ def serve(
         from catrl.serve import ServeConfig, create_app
 
         cfg = ServeConfig(host=host, port=port, token=token, max_queue_groups=max_queue, max_batch_groups=max_batch,
-                          batch_window_s=batch_window_ms / 1000, max_body_bytes=int(max_body_mb * 1024 * 1024), group_size=group_size)
+                          batch_window_s=batch_window_ms / 1000, max_body_bytes=int(max_body_mb * 1024 * 1024), group_size=group_size,
+                          audit_path=audit_log)
         cfg.check()
         opts = _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, None, False)
         anchor, judge = _policy_and_anchor(opts, judge_model, judge_base_url)

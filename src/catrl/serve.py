@@ -16,11 +16,13 @@ by default; any other address requires a bearer token.
 from __future__ import annotations
 
 import asyncio
+import json
 import hmac
 import ipaddress
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
@@ -49,6 +51,8 @@ class GroupIn(BaseModel):
     task: Literal["math", "freeform"] = "math"
     question: str | None = None  # used only by a math reward built with include_question=True
     conversation: list[MessageIn] | None = None  # free-form: what the judge grades against
+    id: str | None = None  # names the prompt in the audit log
+    gold: str | None = None  # monitoring only: written to the audit log for `catrl audit`, never used by the reward
 
 
 class RewardsIn(BaseModel):
@@ -72,6 +76,7 @@ class ServeConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     retry_after_s: int = 2
     group_size: int | None = None  # OpenRLHF: require runs of exactly this many samples per prompt
+    audit_path: Path | None = None  # append one JSONL row per scored group (`catrl audit` reads it)
 
     def check(self) -> None:
         if not _is_loopback(self.host) and not self.token:
@@ -175,6 +180,8 @@ class RewardService:
             self.metrics.groups.labels(task).inc(len(part))
             for (j, k, _), rec in zip(part, recs, strict=True):
                 results[(j, k)] = rec
+            if self.cfg.audit_path is not None:
+                await asyncio.to_thread(append_audit, self.cfg.audit_path, [g for _, _, g in part], recs)
         for j, job in enumerate(jobs):
             if job.future.done():
                 continue
@@ -197,7 +204,9 @@ def openrlhf_groups(body: OpenRLHFIn, group_size: int | None) -> tuple[list[Grou
         responses.append(q[len(p):])
     keys = [p if p else ("unkeyed", i) for i, p in enumerate(prompts)]  # without prompts every query stands alone
     runs = consecutive_runs(keys, group_size, "Send whole groups (n_samples_per_prompt) in one request.")
-    return [GroupIn(rollouts=[responses[i] for i in r], task="math") for r in runs], runs
+    labels = body.labels if body.labels is not None and len(body.labels) == len(body.query) else None
+    return [GroupIn(rollouts=[responses[i] for i in r], task="math", question=prompts[r[0]] or None,
+                    gold=None if labels is None or labels[r[0]] is None else str(labels[r[0]])) for r in runs], runs
 
 
 class BodyLimit:
@@ -241,6 +250,17 @@ class BodyLimit:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+def append_audit(path: Path, groups: list[GroupIn], records: list[RewardRecord]) -> None:
+    """One row per scored group, in the shape of a CaT-RL run's audit trail (prompt, rollouts, gold, record)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for g, rec in zip(groups, records, strict=True):
+            prompt = [m.model_dump() for m in g.conversation] if g.conversation else g.question
+            row = {"time": time.time(), "task": g.task, "id": g.id, "prompt": prompt, "rollouts": g.rollouts, "gold": g.gold,
+                   **rec.to_dict()}
+            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
 
 
 def create_app(math: CaTReward | None, freeform: RubricReward | None, cfg: ServeConfig) -> FastAPI:
