@@ -44,7 +44,10 @@ def test_grading_and_stretches():
     assert (whole.rollouts, whole.rollouts_right, whole.rewarded, whole.rewarded_right) == (12, 4, 5, 3)
     assert whole.zero_variance_groups == 2 and whole.flags == {"no_reference_answer": 1}
     assert whole.reward_mean == pytest.approx(9 / 16)
+    assert [p.label for p in parts] == ["steps 1-2", "steps 3-4", "whole run"]
     assert len(stretches(graded, parts=8)) == 1  # fewer steps than parts: the whole run only
+    stepless = [grade_group({**r, "step": None}) for r in ROWS]  # veRL and `catrl serve` trails: cut by row order
+    assert [(p.label, p.groups) for p in stretches(stepless, parts=2)] == [("rows 1-2", 2), ("rows 3-4", 2), ("whole run", 4)]
 
 
 def test_page_escapes_model_text(tmp_path):

@@ -36,8 +36,9 @@ class GradedGroup:
 
 @dataclass
 class Stretch:
-    """Totals over consecutive steps of a run."""
+    """Totals over consecutive steps of a run (or consecutive rows, for trails without steps)."""
 
+    label: str  # "steps 1-25", "rows 1-50" or "whole run"
     first_step: int | None
     last_step: int | None
     groups: int
@@ -90,13 +91,13 @@ def grade_group(row: dict[str, Any], mode: str = "symbolic") -> GradedGroup:
     )
 
 
-def stretch(groups: Sequence[GradedGroup]) -> Stretch:
+def stretch(groups: Sequence[GradedGroup], label: str = "whole run") -> Stretch:
     steps = [g.step for g in groups if g.step is not None]
     rewards = [r for g in groups for r in g.rewards]
     graded = [g for g in groups if g.rollouts_right is not None]
     flags = Counter(f for g in groups for f in g.flags)
     return Stretch(
-        first_step=min(steps) if steps else None, last_step=max(steps) if steps else None, groups=len(groups),
+        label=label, first_step=min(steps) if steps else None, last_step=max(steps) if steps else None, groups=len(groups),
         reward_mean=sum(rewards) / len(rewards) if rewards else 0.0,
         zero_variance_groups=sum(len(set(g.rewards)) <= 1 for g in groups), flags=dict(flags),
         graded=len(graded),
@@ -111,12 +112,17 @@ def stretch(groups: Sequence[GradedGroup]) -> Stretch:
 
 
 def stretches(groups: Sequence[GradedGroup], parts: int = 4) -> list[Stretch]:
-    """The run cut into `parts` stretches of consecutive steps (as equal as the steps allow), then the whole run."""
+    """The run cut into `parts` stretches of consecutive steps (as equal as the steps allow), then the
+    whole run. Trails without steps (veRL, `catrl serve`) are cut by row order instead."""
     steps = sorted({g.step for g in groups if g.step is not None})
     out = []
-    if parts > 1 and len(steps) >= parts:
+    if steps and parts > 1 and len(steps) >= parts:
         for k in range(parts):
-            chunk = set(steps[k * len(steps) // parts : (k + 1) * len(steps) // parts])
-            out.append(stretch([g for g in groups if g.step in chunk]))
+            chunk = steps[k * len(steps) // parts : (k + 1) * len(steps) // parts]
+            out.append(stretch([g for g in groups if g.step in set(chunk)], f"steps {chunk[0]}-{chunk[-1]}"))
+    elif not steps and parts > 1 and len(groups) >= parts:
+        for k in range(parts):
+            lo, hi = k * len(groups) // parts, (k + 1) * len(groups) // parts
+            out.append(stretch(groups[lo:hi], f"rows {lo + 1}-{hi}"))
     out.append(stretch(groups))
     return out

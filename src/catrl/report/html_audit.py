@@ -16,24 +16,19 @@ def _share(k: int, n: int) -> str:
     return f"{k}/{n} {k / n:.0%}" if n else "-"
 
 
-def _steps(s: Stretch) -> str:
-    return "all" if s.first_step is None else f"{s.first_step}-{s.last_step}"
-
-
 def stretch_rows(parts: list[Stretch]) -> list[list[str]]:
     """Table rows shared by the page and the terminal: one per stretch, the whole run last."""
     rows = []
-    for i, s in enumerate(parts):
-        label = "whole run" if i == len(parts) - 1 else _steps(s)
+    for s in parts:
         rows.append([
-            label, str(s.groups), f"{s.reward_mean:.3f}", _share(s.zero_variance_groups, s.groups),
+            s.label, str(s.groups), f"{s.reward_mean:.3f}", _share(s.zero_variance_groups, s.groups),
             _share(s.reference_right, s.graded), _share(s.majority_right, s.graded),
             _share(s.rollouts_right, s.rollouts), _share(s.rewarded_right, s.rewarded),
         ])
     return rows
 
 
-HEADER = ["steps", "groups", "reward", "zero-var groups", "ref right", "majority right", "rollouts right", "rewarded right"]
+HEADER = ["stretch", "groups", "reward", "zero-var groups", "ref right", "majority right", "rollouts right", "rewarded right"]
 
 
 def _messages(msgs: Any) -> str:
