@@ -50,12 +50,21 @@ def test_grading_and_stretches():
     assert [(p.label, p.groups) for p in stretches(stepless, parts=2)] == [("rows 1-2", 2), ("rows 3-4", 2), ("whole run", 4)]
 
 
-def test_page_escapes_model_text(tmp_path):
-    graded = [grade_group(r) for r in ROWS]
-    page = write_audit_html(ROWS, graded, stretches(graded, 2), tmp_path / "a.html", "run")
+FREEFORM = {"step": 5, "prompt": [{"role": "user", "content": "My ankle hurts."}], "rollouts": ["Rest it.", "Run on it."],
+            "rewards": [1.0, 0.5], "answers": [], "flags": [], "reference": {"text": "Rest, ice.", "answer": None, "prompt": []},
+            "rubric": {"criteria": [{"text": "Advises <rest>"}, {"text": "Mentions ice"}], "source": "reference"},
+            "verdicts": [[{"met": True}, {"met": True}], [{"met": False}, {"met": True}]]}
+
+
+def test_page_escapes_model_text_and_shows_rubrics(tmp_path):
+    rows = ROWS + [FREEFORM]
+    graded = [grade_group(r) for r in rows]
+    assert graded[-1].reference_right is None and graded[-1].rollouts_right is None  # free-form: nothing to grade
+    page = write_audit_html(rows, graded, stretches(graded, 2), tmp_path / "a.html", "run")
     html = page.read_text()
     assert "What is 6*7? &lt;b&gt;" in html and "<b>" in html and "&lt;candidate&gt;" in html
-    assert html.count('class="q"') == 4 and "gold <b>42</b>" in html
+    assert html.count('class="q"') == 5 and "gold <b>42</b>" in html
+    assert "rubric (2 criteria)" in html and "Advises &lt;rest&gt;" in html and "<td>2</td><td>no</td><td>yes</td>" in html
 
 
 def test_bad_rows_name_file_and_line(tmp_path):
