@@ -3,6 +3,8 @@ model run is in test_real_cat.py)."""
 
 import json
 
+import pytest
+
 from catrl.evaluate import EvalConfig, run_eval, summarize, write_results
 from catrl.report.html import write_html
 from catrl.report.plots import plot_sweep
@@ -49,7 +51,8 @@ def test_eval_pipeline_writes_results_summary_plot_and_html(tmp_path):
             assert "Janet" not in text
     s = summarize(results)
     assert s["methods"]["cat"]["correct"] == 1 and s["methods"]["majority"]["correct"] == 0
-    assert s["analyses"]["disagree_count"] == 3
+    assert s["analyses"]["disagree_count"] == 3 and s["analyses"]["cat_no_answer_count"] == 0
+    assert s["analyses"]["all_rollouts_wrong_count"] == 2 and s["analyses"]["any_rollout_right_share"] == pytest.approx(1 / 3)  # only q0 has an 18
     assert s["paired"]["cat-majority"]["a_only"] == 1
     write_results(results, s, tmp_path)
     lines = (tmp_path / "results.jsonl").read_text().splitlines()

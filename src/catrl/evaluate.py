@@ -205,6 +205,8 @@ def summarize(results: list[QuestionResult], match: str = "symbolic") -> dict[st
             "cat_right_all_rollouts_wrong_share": sum(r.methods["cat"]["correct"] for r in all_wrong) / len(with_cat) if with_cat else float("nan"),
             "cat_right_all_rollouts_wrong_count": sum(r.methods["cat"]["correct"] for r in all_wrong),
             "all_rollouts_wrong_count": len(all_wrong),
+            "any_rollout_right_share": 1 - len(all_wrong) / len(with_cat) if with_cat else float("nan"),  # the ceiling for selection
+            "cat_no_answer_count": sum(r.methods["cat"]["answer"] is None for r in with_cat),  # references without a final answer
         }
         ks = sorted({int(k) for r in results for k in r.sweep})
         for k in ks:
