@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from catrl.errors import InputError
+from catrl.errors import EngineError, InputError
 from catrl.integrations.trl import CaTRewardFunc, whole_groups
 from catrl.rewards import CaTReward, RubricReward
 from fakes import ScriptedEngine
@@ -57,3 +57,34 @@ def test_conversational_completions_and_rubric_reward_with_lengths():
     completions = [[{"role": "assistant", "content": "Rest it."}], [{"role": "assistant", "content": "Ice it."}]]
     rewards = f(prompts=[prompt, prompt], completions=completions, completion_ids=[[1] * 5, [1] * 50])
     assert rewards == [1.0, 0.0]  # all criteria met; the second is over the length limit (-1)
+
+
+class FlakyAnchor(ScriptedEngine):
+    """Fails the calls whose number is in `fail` (a server down after its retries, a timeout)."""
+
+    def __init__(self, fail):
+        super().__init__(anchor_reply)
+        self.fail, self.calls = set(fail), 0
+
+    def generate(self, requests, sampling, n=1, on_result=None):
+        self.calls += 1
+        if self.calls in self.fail:
+            raise EngineError(f"anchor call {self.calls} failed")
+        return super().generate(requests, sampling, n, on_result)
+
+
+def test_anchor_failure_gives_flagged_zero_rewards_then_stops_the_run(tmp_path):
+    f = CaTRewardFunc(CaTReward(FlakyAnchor(fail={1, 3, 4, 5})), num_generations=4, audit_path=tmp_path / "audit.jsonl",
+                      gold_column="answer", max_anchor_failures=3)
+    logged = {}
+    kw = dict(prompts=[P1] * 4 + [P2] * 4, completions=["\\boxed{42}"] * 4 + ["\\boxed{4}"] * 4, answer=["42"] * 4 + ["4"] * 4,
+              log_metric=lambda k, v: logged.__setitem__(k, v))
+    assert f(**kw) == [0.0] * 8  # call 1 fails: no gradient from this batch, the run goes on
+    assert logged["cat/anchor_error_groups"] == 1.0 and "cat/reference_accuracy_vs_gold" not in logged
+    assert f(**kw) == [1.0] * 8 and logged["cat/anchor_error_groups"] == 0.0  # call 2 works and resets the count
+    assert f(**kw) == [0.0] * 8 and f(**kw) == [0.0] * 8  # calls 3 and 4 fail
+    with pytest.raises(EngineError, match="3 reward calls in a row failed.*anchor call 5 failed"):
+        f(**kw)
+    rows = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert rows[0]["flags"] == ["anchor_error", "EngineError: anchor call 1 failed"] and rows[0]["reference"] is None
+    assert rows[0]["answers"] == ["42"] * 4 and rows[2]["flags"] == []

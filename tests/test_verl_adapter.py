@@ -58,3 +58,20 @@ def test_partial_or_shuffled_groups_are_refused():
         group_runs(infos, 2)
     with pytest.raises(InputError, match="differ in length"):
         compute_score(["a"], ["x", "y"], [None], [{}], reward=CaTReward(ScriptedEngine()))
+
+
+def test_a_failed_anchor_call_scores_zero_flagged_then_raises():
+    from catrl.errors import EngineError
+
+    class DeadAnchor(ScriptedEngine):
+        def generate(self, requests, sampling, n=1, on_result=None):
+            raise EngineError("anchor server down after 5 retries")
+
+    batch = verl_batch(["42"], n=2)
+    kw = dict(data_sources=batch["data_source"], solution_strs=["\\boxed{42}", "\\boxed{41}"],
+              ground_truths=[r["ground_truth"] for r in batch["reward_model"]], extra_infos=batch["extra_info"],
+              reward=CaTReward(DeadAnchor()), max_anchor_failures=2)
+    scores = compute_score(**kw)
+    assert [s["score"] for s in scores] == [0.0, 0.0] and [s["cat_anchor_error"] for s in scores] == [1.0, 1.0]
+    with pytest.raises(EngineError, match="2 reward calls in a row failed"):
+        compute_score(**kw)

@@ -4,7 +4,8 @@ Verifiable half: the anchor synthesizes a reference from the rollouts alone; a r
 its final answer is equivalent to the reference's, else 0. Defined outcomes instead of exceptions
 inside a reward: a reference with no extractable answer gives every rollout 0 and the group flag
 `no_reference_answer`; a rollout with no answer gets 0 and `no_answer`; an equivalence check that
-times out gets 0 and `verify_timeout`. An empty group is the caller's bug: InputError.
+times out gets 0 and `verify_timeout`. An empty group is the caller's bug: InputError. In RL runs
+(TRL, veRL) an anchor call that fails gives its groups 0 and `anchor_error` (AnchorFailures).
 
 Free-form half (RubricReward): reference -> rubric -> judge verdicts -> fraction of criteria met;
 an empty rubric (the anchor never produced one) gives every rollout 0 with the rubric's flags.
@@ -12,18 +13,51 @@ an empty rubric (the anchor never produced one) gives every rollout 0 with the r
 
 from __future__ import annotations
 
+import logging
 import time
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from catrl.engines.base import Engine
-from catrl.errors import InputError
+from catrl.errors import EngineError, InputError
 from catrl.judging import judge_many
 from catrl.rubrics import propose_rubrics
 from catrl.synthesis import synthesize_many
 from catrl.types import Message, Reference, RewardRecord, Rubric, Sampling, Verdict
 from catrl.verify import DEFAULT_TIMEOUT_S, equivalent, extract_answer
+
+log = logging.getLogger(__name__)
+
+
+def failed_group(rollouts: Sequence[str], error: BaseException) -> RewardRecord:
+    """The defined outcome for a group whose anchor (or judge) call failed: every rollout 0, the group
+    flagged `anchor_error`, the error kept in the record. Used where a run must go on (an RL step)."""
+    return RewardRecord(rewards=[0.0] * len(rollouts), reference=None, answers=[extract_answer(r) for r in rollouts],
+                        matches=[False] * len(rollouts), rollout_flags=[[] for _ in rollouts],
+                        flags=["anchor_error", f"{type(error).__name__}: {error}"[:500]])
+
+
+@dataclass
+class AnchorFailures:
+    """How an RL integration lives with a failing anchor (or judge): a failed call gives its groups
+    `failed_group` records (reward 0, no gradient, the run goes on); `limit` failed calls in a row
+    re-raise, so a dead server stops the run (to resume from its checkpoint) instead of wasting it."""
+
+    limit: int = 3
+    in_a_row: int = 0
+
+    def score(self, call: Callable[[], list[RewardRecord]], groups: Sequence[Sequence[str]]) -> list[RewardRecord]:
+        try:
+            records = call()
+        except EngineError as e:
+            self.in_a_row += 1
+            if self.in_a_row >= self.limit:
+                raise EngineError(f"{self.in_a_row} reward calls in a row failed (resume from the last checkpoint once "
+                                  f"the anchor is back); last error: {e}") from e
+            log.warning("anchor call failed (%d in a row); %d groups get reward 0: %s", self.in_a_row, len(groups), e)
+            return [failed_group(g, e) for g in groups]
+        self.in_a_row = 0
+        return records
 
 
 def verifiable_rewards(reference: Reference, rollouts: Sequence[str], mode: str = "symbolic", timeout_s: float = DEFAULT_TIMEOUT_S) -> RewardRecord:

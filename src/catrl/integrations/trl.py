@@ -27,7 +27,7 @@ import numpy as np
 
 from catrl.errors import InputError
 from catrl.grouping import consecutive_runs
-from catrl.rewards import CaTReward, RubricReward
+from catrl.rewards import AnchorFailures, CaTReward, RubricReward
 from catrl.selection import majority
 from catrl.types import RewardRecord
 from catrl.verify import equivalent
@@ -61,17 +61,19 @@ def step_metrics(records: Sequence[RewardRecord], golds: Sequence[str | None] | 
     out = {"cat/reward_mean": float(rewards.mean()) if rewards.size else float("nan"),
            "cat/reward_std": float(rewards.std()) if rewards.size else float("nan"),
            "cat/zero_variance_groups": float(np.mean(zero_var)) if zero_var else float("nan"),
-           "cat/flagged_groups": float(np.mean([bool(rec.flags) for rec in records])) if records else float("nan")}
-    verifiable = [rec for rec in records if rec.rubric is None and rec.reference is not None]
+           "cat/flagged_groups": float(np.mean([bool(rec.flags) for rec in records])) if records else float("nan"),
+           "cat/anchor_error_groups": float(np.mean(["anchor_error" in rec.flags for rec in records])) if records else float("nan")}
+    golds = list(golds) if golds is not None else [None] * len(records)
+    verifiable = [(rec, g) for rec, g in zip(records, golds, strict=True) if rec.rubric is None and rec.reference is not None]
     if verifiable:
         agree = []
-        for rec in verifiable:
+        for rec, _ in verifiable:
             answers = [a for a in rec.answers if a is not None]
             maj = majority([f"\\boxed{{{a}}}" for a in answers]).answer if answers else None
             agree.append(float(rec.reference.answer is not None and maj is not None and equivalent(maj, rec.reference.answer).equal))
         out["cat/reference_agrees_with_majority"] = float(np.mean(agree))
-        if golds is not None and any(g is not None for g in golds):
-            graded = [(rec, g) for rec, g in zip(verifiable, golds, strict=True) if g is not None]
+        graded = [(rec, g) for rec, g in verifiable if g is not None]
+        if graded:
 
             def right(gold: str, answer: str | None) -> float:
                 return float(answer is not None and equivalent(gold, answer).equal)
@@ -89,14 +91,18 @@ class CaTRewardFunc:
 
     `gold_column`: a dataset column with gold answers, used only for the monitoring metrics.
     `id_column`: a dataset column naming each prompt, copied into the audit trail.
-    `audit_path`: append every group (its prompt, rollouts and RewardRecord) as JSONL: the audit trail of every reward."""
+    `audit_path`: append every group (its prompt, rollouts and RewardRecord) as JSONL: the audit trail of every reward.
+    `max_anchor_failures`: an anchor (or judge) call that fails (server down after its retries, timeout)
+    gives that step's groups reward 0, flagged `anchor_error` (no gradient from them, the run goes on);
+    this many failed calls in a row stop the run with the error, to resume once the anchor is back."""
 
     def __init__(
         self, reward: CaTReward | RubricReward, num_generations: int, gold_column: str | None = None,
         audit_path: str | Path | None = None, gold_parser: Callable[[str], str | None] | None = None,
-        id_column: str | None = None,
+        id_column: str | None = None, max_anchor_failures: int = 3,
     ) -> None:
         self.reward, self.num_generations = reward, num_generations
+        self.failures = AnchorFailures(max_anchor_failures)
         self.gold_column, self.gold_parser, self.id_column = gold_column, gold_parser, id_column
         self.audit_path = Path(audit_path) if audit_path else None
         self.__name__ = "cat_rubric" if isinstance(reward, RubricReward) else "cat"
@@ -107,13 +113,7 @@ class CaTRewardFunc:
         groups = whole_groups(prompts, self.num_generations)
         texts = [completion_text(c) for c in completions]
         rollouts = [[texts[i] for i in g] for g in groups]
-        if isinstance(self.reward, RubricReward):
-            convs = [prompts[g[0]] for g in groups]  # text or messages: RubricReward takes either
-            lengths = [[len(completion_ids[i]) for i in g] for g in groups] if completion_ids is not None else None
-            records = self.reward.score_groups(convs, rollouts, lengths=lengths)
-        else:
-            questions = [prompt_key(prompts[g[0]]) for g in groups]  # used only with include_question=True
-            records = self.reward.score_groups(questions, rollouts)
+        records = self.failures.score(lambda: self._score(prompts, groups, rollouts, completion_ids), rollouts)
         rewards = [0.0] * len(completions)
         for g, rec in zip(groups, records, strict=True):
             for i, r in zip(g, rec.rewards, strict=True):
@@ -141,6 +141,15 @@ class CaTRewardFunc:
                     f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         self.calls += 1
         return rewards
+
+    def _score(self, prompts: Sequence[Any], groups: list[list[int]], rollouts: list[list[str]],
+               completion_ids: Sequence[Sequence[int]] | None) -> list[RewardRecord]:
+        if isinstance(self.reward, RubricReward):
+            convs = [prompts[g[0]] for g in groups]  # text or messages: RubricReward takes either
+            lengths = [[len(completion_ids[i]) for i in g] for g in groups] if completion_ids is not None else None
+            return self.reward.score_groups(convs, rollouts, lengths=lengths)
+        questions = [prompt_key(prompts[g[0]]) for g in groups]  # used only with include_question=True
+        return self.reward.score_groups(questions, rollouts)
 
 
 class AsyncCaTRewardFunc(CaTRewardFunc):

@@ -31,10 +31,11 @@ from typing import Any
 from catrl.engines.factory import EngineOptions, open_engine
 from catrl.errors import InputError
 from catrl.grouping import consecutive_runs
-from catrl.rewards import CaTReward
+from catrl.rewards import AnchorFailures, CaTReward
 from catrl.types import Sampling
 
 _REWARDS: dict[tuple, CaTReward] = {}
+_FAILURES: dict[int, tuple[CaTReward, AnchorFailures]] = {}  # per reward object: failed calls in a row
 _LOCK = threading.Lock()
 
 
@@ -80,20 +81,25 @@ def compute_score(
     data_sources: Sequence[str], solution_strs: Sequence[str], ground_truths: Sequence[Any], extra_infos: Sequence[Any],
     *, anchor_model: str = "qwen2.5-coder-1.5b", anchor_base_url: str | None = None, group_size: int | None = None,
     match: str = "symbolic", max_tokens: int = 1024, temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20,
-    seed: int = 0, audit_path: str | None = None, reward: CaTReward | None = None, **_: Any,
+    seed: int = 0, audit_path: str | None = None, reward: CaTReward | None = None, max_anchor_failures: int = 3, **_: Any,
 ) -> list[dict[str, Any]]:
-    """One dict per response: `score` (the CaT reward) plus per-response extras veRL logs."""
+    """One dict per response: `score` (the CaT reward) plus per-response extras veRL logs. A failed
+    anchor call gives its batch reward 0 flagged `anchor_error`; `max_anchor_failures` in a row raise."""
     if not (len(data_sources) == len(solution_strs) == len(extra_infos)):
         raise InputError(f"batch fields differ in length: {len(data_sources)} data_sources, {len(solution_strs)} "
                          f"solution_strs, {len(extra_infos)} extra_infos")
     runs = group_runs(extra_infos, group_size)
     reward = reward or _reward(anchor_model, anchor_base_url, match, max_tokens, temperature, top_p, top_k, seed)
-    records = reward.score_groups([None] * len(runs), [[solution_strs[i] for i in r] for r in runs])
+    groups = [[solution_strs[i] for i in r] for r in runs]
+    _, failures = _FAILURES.setdefault(id(reward), (reward, AnchorFailures()))  # holding the reward keeps its id unique
+    failures.limit = max_anchor_failures
+    records = failures.score(lambda: reward.score_groups([None] * len(runs), groups), groups)
     out: list[dict[str, Any]] = [{}] * len(solution_strs)
     for r, rec in zip(runs, records, strict=True):
         ref_ok = float(rec.reference is not None and rec.reference.answer is not None)
         for i, score in zip(r, rec.rewards, strict=True):
-            out[i] = {"score": float(score), "cat_reference_has_answer": ref_ok, "cat_group_flagged": float(bool(rec.flags))}
+            out[i] = {"score": float(score), "cat_reference_has_answer": ref_ok, "cat_group_flagged": float(bool(rec.flags)),
+                      "cat_anchor_error": float("anchor_error" in rec.flags)}
     if audit_path:
         Path(audit_path).parent.mkdir(parents=True, exist_ok=True)
         with open(audit_path, "a", encoding="utf-8") as f:
