@@ -36,6 +36,7 @@ def test_config_file_and_overrides(tmp_path):
     ("g: 4\n", ["steps"], r"--set steps: expected key=value"),
     ("g: 4\n", ["nope=1"], r"--set nope=1: unknown field 'nope'"),
     ("g: 4\n", ["micro_batch=3"], r"'micro_batch' = 3 must divide"),
+    ("anchor_timeout_s: 0\n", [], r"'anchor_timeout_s' = 0.0 must be > 0"),
 ])
 def test_config_errors_name_file_line_and_field(tmp_path, text, overrides, message):
     p = tmp_path / "run.yaml"

@@ -51,6 +51,7 @@ class TrainConfig:
     top_p: float = 0.8
     top_k: int = 20
     anchor_max_tokens: int = 768
+    anchor_timeout_s: float | None = 1800.0  # embedded anchor: one reward call's limit (then reward 0, anchor_error); servers: 120 s per HTTP call, retried
     # LoRA (lora_r: 0 trains all weights)
     lora_r: int = 16
     lora_alpha: int = 32
@@ -73,6 +74,7 @@ class TrainConfig:
             ("micro_batch", self.micro_batch is None or (self.micro_batch >= 1 and (self.g * self.prompts_per_step) % self.micro_batch == 0),
              "must divide g * prompts_per_step (the completions of one step)"),
             ("learning_rate", self.learning_rate > 0, "must be > 0"),
+            ("anchor_timeout_s", self.anchor_timeout_s is None or self.anchor_timeout_s > 0, "must be > 0 (or null: no limit)"),
             ("beta", self.beta >= 0, "must be >= 0"),
             ("max_completion_tokens", self.max_completion_tokens >= 1, "must be >= 1"),
             ("dtype", self.dtype in ("bf16", "fp32"), "must be bf16 or fp32"),
