@@ -32,7 +32,7 @@ from catrl.engines.transformers import TransformersEngine
 from catrl.hf_policy import resolve_policy
 from catrl.metrics import accuracy, paired_diff
 from catrl.paths import default_call_cache
-from catrl.report.html_audit import HEADER, stretch_rows
+from catrl.report.table import AUDIT_HEADER, audit_rows
 from catrl.rollouts import build_request
 from catrl.run_audit import grade_group, read_audit, stretches
 from catrl.train import train
@@ -147,8 +147,8 @@ def main() -> None:
               f"{bb['accuracy_when_answered']:>17.3f} -> {ab['accuracy_when_answered']:.3f}")
     print("reward audit (training groups graded against gold afterwards; gold never reached a reward):")
     widths = [14, 7, 7, 16, 12, 15, 15, 15]
-    print("".join(f"{h:>{w}}" for h, w in zip(HEADER, widths)))
-    for r in stretch_rows(audit):
+    print("".join(f"{h:>{w}}" for h, w in zip(AUDIT_HEADER, widths)))
+    for r in audit_rows(audit):
         print("".join(f"{c:>{w}}" for c, w in zip(r, widths)))
     print(f"cat_rl: before={summary['train']['before']['mean']:.3f} after={summary['train']['after']['mean']:.3f} "
           f"heldout_before={summary['heldout']['before']['mean']:.3f} heldout_after={summary['heldout']['after']['mean']:.3f}")

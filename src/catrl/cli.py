@@ -455,7 +455,8 @@ def audit(
 ) -> None:
     """What a CaT-RL run's reward paid for: every scored group on one HTML page, and per stretch of the run how often the
     reference, the majority and the rewarded rollouts were right (graded against gold afterwards, where the data has it)."""
-    from catrl.report.html_audit import HEADER, stretch_rows, write_audit_html
+    from catrl.report.html_audit import write_audit_html
+    from catrl.report.table import audit_table
     from catrl.run_audit import grade_group, read_audit, stretches
 
     try:
@@ -470,10 +471,7 @@ def audit(
         _fail(e)
         return
     summary = stretches(graded, parts)
-    table = Table(*HEADER, title=f"{run}: {len(rows)} groups")
-    for r in stretch_rows(summary):
-        table.add_row(*r)
-    out.print(table)
+    out.print(audit_table(summary, f"{run}: {len(rows)} groups"))
     if not summary[-1].graded:
         out.print("no gold answers in the audit rows: only rewards and flags are summed up")
     page = output or (run if run.is_dir() else run.parent) / "audit.html"

@@ -9,26 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from catrl.report.html import STYLE, mark
+from catrl.report.table import AUDIT_HEADER, audit_rows
 from catrl.run_audit import GradedGroup, Stretch
-
-
-def _share(k: int, n: int) -> str:
-    return f"{k}/{n} {k / n:.0%}" if n else "-"
-
-
-def stretch_rows(parts: list[Stretch]) -> list[list[str]]:
-    """Table rows shared by the page and the terminal: one per stretch, the whole run last."""
-    rows = []
-    for s in parts:
-        rows.append([
-            s.label, str(s.groups), f"{s.reward_mean:.3f}", _share(s.zero_variance_groups, s.groups),
-            _share(s.reference_right, s.graded), _share(s.majority_right, s.graded),
-            _share(s.rollouts_right, s.rollouts), _share(s.rewarded_right, s.rewarded),
-        ])
-    return rows
-
-
-HEADER = ["stretch", "groups", "reward", "zero-var groups", "ref right", "majority right", "rollouts right", "rewarded right"]
 
 
 def _messages(msgs: Any) -> str:
@@ -71,8 +53,8 @@ def _group(row: dict[str, Any], g: GradedGroup) -> str:
 
 
 def write_audit_html(rows: list[dict[str, Any]], graded: list[GradedGroup], parts: list[Stretch], path: Path, title: str) -> Path:
-    head = "".join(f"<th>{escape(h)}</th>" for h in HEADER)
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in stretch_rows(parts))
+    head = "".join(f"<th>{escape(h)}</th>" for h in AUDIT_HEADER)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in audit_rows(parts))
     groups = "".join(_group(r, g) for r, g in zip(rows, graded, strict=True))
     html = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{STYLE}</style></head>"

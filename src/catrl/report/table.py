@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from catrl.run_audit import Stretch
 
 
 def method_table(summary: dict[str, Any]) -> Table:
@@ -37,4 +40,31 @@ def analyses_table(summary: dict[str, Any]) -> Table:
         t.add_row(k, str(v))
     for k, row in (summary.get("sweep") or {}).items():
         t.add_row(f"G={k}: CaT / majority", f"{row['cat']['mean']:.3f} / {row['majority']['mean']:.3f} (n={row['cat']['n']})")
+    return t
+
+
+# -- a CaT-RL run's audit trail (catrl audit, bench/cat_rl.py, the audit page) --------------------
+AUDIT_HEADER = ["stretch", "groups", "reward", "zero-var groups", "ref right", "majority right", "rollouts right", "rewarded right"]
+
+
+def _share(k: int, n: int) -> str:
+    return f"{k}/{n} {k / n:.0%}" if n else "-"
+
+
+def audit_rows(parts: list[Stretch]) -> list[list[str]]:
+    """Table rows shared by the page and the terminal: one per stretch, the whole run last."""
+    rows = []
+    for s in parts:
+        rows.append([
+            s.label, str(s.groups), f"{s.reward_mean:.3f}", _share(s.zero_variance_groups, s.groups),
+            _share(s.reference_right, s.graded), _share(s.majority_right, s.graded),
+            _share(s.rollouts_right, s.rollouts), _share(s.rewarded_right, s.rewarded),
+        ])
+    return rows
+
+
+def audit_table(parts: list[Stretch], title: str) -> Table:
+    t = Table(*AUDIT_HEADER, title=title)
+    for r in audit_rows(parts):
+        t.add_row(*r)
     return t
