@@ -155,6 +155,13 @@ def test_catrl_train_resumes_after_a_kill(tmp_path, smol_path):
     assert steps == sorted(steps) and set(steps) == {1, 2, 3} and len(steps) == 3 * steps.count(1)  # audited once each
     state = json.loads((run / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3 and (run / "merged" / "config.json").is_file()
+    # started again once finished (a script resuming every stage): no step past `steps`, the same export
+    weights = (run / "merged" / "model.safetensors").read_bytes()
+    third = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "trained 3 steps" in third.stdout and not (run / "checkpoint-4").exists()
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert (run / "merged" / "model.safetensors").read_bytes() == weights
 
 
 @pytest.mark.real_model

@@ -235,13 +235,37 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Run (or resume) CaT-RL as configured; export the adapter and a merged model at the end."""
     run = build_run(cfg, progress)
     try:
-        run.trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint else None)
+        if run.checkpoint is not None and run.resumed_step is not None and run.resumed_step >= cfg.steps:
+            # a finished run, started again (to export, or by a script that resumes every stage): the trainer
+            # would take one more step past max_steps, so load the last checkpoint's weights instead
+            log.info("%s already reached step %d of %d: exporting %s", run.output_dir, run.resumed_step, cfg.steps, run.checkpoint.name)
+            load_checkpoint_weights(run.trainer.model, run.checkpoint)
+            run.trainer.state.global_step = run.resumed_step
+        else:
+            run.trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint else None)
         adapter_dir, merged_dir = export(run.trainer, run.tokenizer, run.output_dir)
         curves = plot_curves(run.output_dir / "metrics.jsonl", run.output_dir / "curves.png",
                              title=f"CaT-RL: {cfg.policy} on {cfg.dataset}")
     finally:
         run.reward.reward.anchor.close()
     return TrainResult(run.output_dir, run.trainer.state.global_step, run.resumed_step, adapter_dir, merged_dir, curves)
+
+
+def load_checkpoint_weights(model, ckpt: Path) -> None:
+    """The trained weights of a checkpoint: its LoRA adapter (as Trainer resumes one), or the full model."""
+    if (ckpt / "adapter_model.safetensors").is_file() and hasattr(model, "load_adapter"):
+        model.load_adapter(str(ckpt), adapter_name=model.active_adapter, is_trainable=False)
+        return
+    from transformers.modeling_utils import load_sharded_checkpoint
+
+    if (ckpt / "model.safetensors.index.json").is_file():
+        load_sharded_checkpoint(model, str(ckpt))
+        return
+    from safetensors.torch import load_file
+
+    if not (ckpt / "model.safetensors").is_file():
+        raise InputError(f"{ckpt}: no adapter_model.safetensors or model.safetensors to export")
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=False)
 
 
 def export(trainer, tok, out: Path) -> tuple[Path | None, Path]:
