@@ -48,7 +48,10 @@ TRAIN_PANELS = (
     ("cat/reference_accuracy_vs_gold", "reference accuracy vs gold (monitoring)"),
     ("cat/rollout_accuracy_vs_gold", "rollout accuracy vs gold (monitoring)"),
     ("completions/mean_length", "completion length (tokens)"),
-    ("loss", "loss"),
+    ("completions/clipped_ratio", "cut off at max length"),
+    # GRPO's loss is ~0 by construction with one update per batch (ratio 1, advantages centred); the
+    # gradient norm shows whether a step learned anything (0 when every group's rewards tie)
+    ("grad_norm", "gradient norm"),
 )
 
 
