@@ -103,9 +103,8 @@ def compute_score(
     if audit_path:
         Path(audit_path).parent.mkdir(parents=True, exist_ok=True)
         with open(audit_path, "a", encoding="utf-8") as f:
-            for r, rec in zip(runs, records, strict=True):
-                info = extra_infos[r[0]]
-                row = {"responses": r, "id": _prompt_id(info), "data_source": data_sources[r[0]],
-                       "rollouts": [solution_strs[i] for i in r], "gold": _gold(ground_truths, r[0]), **rec.to_dict()}
+            for r, texts, rec in zip(runs, groups, records, strict=True):
+                row = {"responses": r, "id": _prompt_id(extra_infos[r[0]]), "data_source": data_sources[r[0]],
+                       "rollouts": texts, "gold": _gold(ground_truths, r[0]), **rec.to_dict()}
                 f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
     return out
