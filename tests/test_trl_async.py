@@ -77,3 +77,19 @@ def test_async_reward_with_a_real_anchor_server(llama_server):
     sync = CaTRewardFunc(reward, num_generations=2)(prompts=[P1, P1, P2, P2], completions=["6*7 = 42. \\boxed{42}", "\\boxed{42}", "\\boxed{4}", "\\boxed{5}"],
                                                       completion_ids=[[1]] * 4)
     assert rewards == sync  # greedy anchor: the same references whichever thread asked
+
+
+@pytest.mark.real_model
+def test_a_real_anchor_past_its_timeout_gives_flagged_zero_rewards(smol_path):
+    """The embedded engine's own timeout (as `anchor_timeout_s` sets it) inside the TRL reward: reward 0, `anchor_error`."""
+    from catrl import models
+    from catrl.engines.llamacpp import LlamaCppEngine
+
+    anchor = LlamaCppEngine(models.SMALLEST_MODEL, max_seqs=2, n_ctx_seq=1024, timeout_s=1e-6)
+    try:
+        logged = {}
+        func = CaTRewardFunc(CaTReward(anchor, sampling=Sampling(max_tokens=48)), num_generations=2)
+        rewards = func(prompts=[P1, P1], completions=["\\boxed{42}", "\\boxed{42}"], log_metric=lambda k, v: logged.__setitem__(k, v))
+        assert rewards == [0.0, 0.0] and logged["cat/anchor_error_groups"] == 1.0
+    finally:
+        anchor.close()
