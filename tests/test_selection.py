@@ -50,3 +50,11 @@ def test_mutual_predictability_scores_each_rollout_after_the_others():
     ((req, cont),) = [(r, c) for r, c in eng.scored if c == ROLLS[1]]
     prompt = req.messages[-1]["content"]
     assert ROLLS[1] not in prompt and prompt.count("<candidate ") == len(ROLLS) - 1
+
+
+def test_majority_of_extracted_answers_skips_missing_and_breaks_ties_by_first_seen():
+    from catrl.selection import majority_of_answers
+
+    assert majority_of_answers([None, "0.5", "1/2", "3", "3"]).answer == "0.5"  # 0.5 and 1/2 are one class, seen first
+    assert majority_of_answers([None, None]).index is None
+    assert majority(["\\boxed{2}", "x", "\\boxed{2}"]).answer == majority_of_answers(["2", None, "2"]).answer == "2"

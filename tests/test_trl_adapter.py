@@ -88,3 +88,19 @@ def test_anchor_failure_gives_flagged_zero_rewards_then_stops_the_run(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert rows[0]["flags"] == ["anchor_error", "EngineError: anchor call 1 failed"] and rows[0]["reference"] is None
     assert rows[0]["answers"] == ["42"] * 4 and rows[2]["flags"] == []
+
+
+def test_step_metrics_reference_against_majority_and_gold():
+    """The monitoring figures on hand-made records: a reference that overrules the majority, one without an
+    answer (it neither agrees nor is right), and rollouts with no answer (never a majority vote, always wrong)."""
+    from catrl.integrations.trl import step_metrics
+    from catrl.types import Reference, RewardRecord
+
+    overrules = RewardRecord([0.0, 0.0, 1.0, 0.0], Reference("so 1/2", "\\frac{1}{2}", []), answers=["3", "3", "0.5", None])
+    follows = RewardRecord([1.0, 1.0, 0.0, 0.0], Reference("7", "7", []), answers=[None, "7", "7", "8"])
+    silent = RewardRecord([0.0] * 4, Reference("no idea", None, []), answers=["1", "2", "3", "4"], flags=["no_reference_answer"])
+    m = step_metrics([overrules, follows, silent], ["0.5", "8", "1"])
+    assert m["cat/reference_agrees_with_majority"] == 1 / 3  # only follows agrees (with "7")
+    assert m["cat/reference_accuracy_vs_gold"] == 1 / 3  # 1/2 == 0.5 (symbolic); 7 != 8; no answer
+    assert m["cat/rollout_accuracy_vs_gold"] == 3 / 12  # "0.5" in the first group, "8" in the second, "1" in the third
+    assert m["cat/flagged_groups"] == 1 / 3 and m["cat/zero_variance_groups"] == 1 / 3

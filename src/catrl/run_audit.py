@@ -17,7 +17,7 @@ from typing import Any
 
 from catrl.datasets import iter_jsonl
 from catrl.errors import InputError
-from catrl.selection import majority
+from catrl.selection import majority_of_answers
 from catrl.verify import equivalent
 
 
@@ -71,23 +71,24 @@ def read_audit(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def is_right(gold: str, answer: str | None, mode: str = "symbolic") -> bool:
+    """An answer graded against gold (gold first: math-verify's order); no answer is wrong."""
+    return answer is not None and equivalent(str(gold), answer, mode=mode).equal
+
+
 def grade_group(row: dict[str, Any], mode: str = "symbolic") -> GradedGroup:
     """Grade one audit row against its gold (verifiable rows only; free-form rows have no answer to grade)."""
     gold = row.get("gold")
     answers = row.get("answers") or []
     ref = row.get("reference") or {}
-    maj = majority(row["rollouts"], mode) if answers else None
+    maj = majority_of_answers(answers, mode) if answers else None
     graded = gold is not None and bool(answers)
-
-    def right(ans: str | None) -> bool:
-        return ans is not None and equivalent(str(gold), ans, mode=mode).equal
-
     return GradedGroup(
         step=row.get("step"), rewards=[float(r) for r in row["rewards"]], flags=list(row.get("flags") or []),
-        reference_right=right(ref.get("answer")) if graded else None,
+        reference_right=is_right(gold, ref.get("answer"), mode) if graded else None,
         majority_answer=maj.answer if maj else None,
-        majority_right=right(maj.answer) if graded and maj else None,
-        rollouts_right=[right(a) for a in answers] if graded else None,
+        majority_right=is_right(gold, maj.answer, mode) if graded and maj else None,
+        rollouts_right=[is_right(gold, a, mode) for a in answers] if graded else None,
     )
 
 

@@ -51,7 +51,11 @@ def answer_classes(answers: Sequence[str | None], mode: str = "symbolic") -> lis
 
 
 def majority(rollouts: Sequence[str], mode: str = "symbolic") -> Selection:
-    answers = [extract_answer(r) for r in rollouts]
+    return majority_of_answers([extract_answer(r) for r in rollouts], mode)
+
+
+def majority_of_answers(answers: Sequence[str | None], mode: str = "symbolic") -> Selection:
+    """Majority vote over answers already extracted (None: no answer, never a vote)."""
     classes = answer_classes(answers, mode)
     if not classes:
         return Selection(None, None, ["no_answers"])

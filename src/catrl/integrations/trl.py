@@ -28,9 +28,9 @@ import numpy as np
 from catrl.errors import InputError
 from catrl.grouping import consecutive_runs
 from catrl.rewards import AnchorFailures, CaTReward, RubricReward
-from catrl.selection import majority
+from catrl.run_audit import is_right
+from catrl.selection import majority_of_answers
 from catrl.types import RewardRecord
-from catrl.verify import equivalent
 
 
 def completion_text(completion: Any) -> str:
@@ -68,18 +68,13 @@ def step_metrics(records: Sequence[RewardRecord], golds: Sequence[str | None] | 
     if verifiable:
         agree = []
         for rec, _ in verifiable:
-            answers = [a for a in rec.answers if a is not None]
-            maj = majority([f"\\boxed{{{a}}}" for a in answers]).answer if answers else None
-            agree.append(float(rec.reference.answer is not None and maj is not None and equivalent(maj, rec.reference.answer).equal))
+            maj = majority_of_answers(rec.answers).answer
+            agree.append(float(maj is not None and is_right(maj, rec.reference.answer)))
         out["cat/reference_agrees_with_majority"] = float(np.mean(agree))
         graded = [(rec, g) for rec, g in verifiable if g is not None]
         if graded:
-
-            def right(gold: str, answer: str | None) -> float:
-                return float(answer is not None and equivalent(gold, answer).equal)
-
-            out["cat/reference_accuracy_vs_gold"] = float(np.mean([right(g, rec.reference.answer) for rec, g in graded]))
-            out["cat/rollout_accuracy_vs_gold"] = float(np.mean([right(g, a) for rec, g in graded for a in rec.answers]))
+            out["cat/reference_accuracy_vs_gold"] = float(np.mean([is_right(g, rec.reference.answer) for rec, g in graded]))
+            out["cat/rollout_accuracy_vs_gold"] = float(np.mean([is_right(g, a) for rec, g in graded for a in rec.answers]))
     return out
 
 
