@@ -8,7 +8,7 @@ call is cached: rerun the same command to resume after a kill. Writes results, s
 HTML audit page to --out and ends with
 `cat_quality: n=<questions> single=<acc> majority=<acc> cat=<acc> cat_minus_majority=<d>`.
 
-    python bench/cat_quality.py [--limit 200] [--out docs/cat_quality]
+    python bench/cat_quality.py [--limit 200] [--sweep-limit 200] [--out docs/cat_quality]
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -63,14 +65,14 @@ def main() -> None:
 
     results = run_eval(engine, engine, cfg, progress=tick)
     summary = summarize(results)
-    summary["config"] = {"model": args.model, "limit": args.limit, "g": cfg.g, "sampling": cfg.sampling.to_dict(),
+    summary["config"] = {"command": shlex.join(["python", *sys.argv]), "model": args.model, "limit": args.limit, "g": cfg.g, "sampling": cfg.sampling.to_dict(),
                          "anchor_sampling": cfg.anchor_sampling.to_dict(), "method_limits": cfg.method_limits,
                          "sweep_limit": args.sweep_limit, "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
     write_results(results, summary, args.out)
     plot = plot_sweep(summary, args.out / "accuracy_vs_g.png", f"GSM8K, {args.model}")
     write_html([asdict(r) for r in results], summary, args.out / "report.html", f"CaT on GSM8K ({args.model})", plot.name if plot else None)
     out = Console(width=120)
-    out.print(f"command: python bench/cat_quality.py --limit {args.limit} --out {args.out}; machine {summary['config']['machine']}")
+    out.print(f"command: python {shlex.join(sys.argv)}; machine {summary['config']['machine']}")
     out.print(method_table(summary))
     out.print(paired_table(summary))
     out.print(analyses_table(summary))
