@@ -24,6 +24,7 @@ def test_config_file_and_overrides(tmp_path):
     cfg = load_config(p, ["steps=3", "output-dir=/tmp/x", "anchor=qwen2.5-coder-0.5b"])
     assert (cfg.policy, cfg.g, cfg.learning_rate, cfg.steps, cfg.output_dir) == ("smollm2-135m", 4, 2e-5, 3, "/tmp/x")
     assert cfg.lora_targets == ["q_proj", "v_proj"] and cfg.anchor == "qwen2.5-coder-0.5b"
+    assert cfg.anchor_flash_attn is None and load_config(p, ["anchor_flash_attn=false"]).anchor_flash_attn is False
 
 
 @pytest.mark.parametrize("text, overrides, message", [

@@ -74,7 +74,8 @@ def build_reward(cfg: TrainConfig, audit_path: Path):
         raise InputError("config: field 'anchor' is required when 'policy' is an HF directory (the anchor runs on llama.cpp or a server)")
     anchor = open_engine(EngineOptions(model=anchor_model, base_url=cfg.anchor_base_url, threads=cfg.threads,
                                        max_seqs=max(4, cfg.prompts_per_step * (1 if cfg.task == "math" else cfg.g)),
-                                       timeout_s=None if cfg.anchor_base_url else cfg.anchor_timeout_s, use_cache=False))
+                                       timeout_s=None if cfg.anchor_base_url else cfg.anchor_timeout_s,
+                                       flash_attn=cfg.anchor_flash_attn, use_cache=False))
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_tokens=cfg.anchor_max_tokens, seed=cfg.seed)
     if cfg.task == "math":
         reward = CaTReward(anchor, match=cfg.match, sampling=sampling)

@@ -22,6 +22,7 @@ class EngineOptions:
     max_seqs: int = 32
     n_ctx_seq: int = 4096
     threads: int | None = None
+    flash_attn: bool | None = None  # None: llama.cpp's choice (on for CPU); False decodes faster after long prompts
     # server engine
     concurrency: int = 16
     max_retries: int = 5
@@ -45,7 +46,8 @@ def open_engine(opts: EngineOptions) -> Engine:
         from catrl.engines.llamacpp import LlamaCppEngine
 
         engine = LlamaCppEngine(
-            opts.model, max_seqs=opts.max_seqs, n_ctx_seq=opts.n_ctx_seq, n_threads=opts.threads, timeout_s=opts.timeout_s
+            opts.model, max_seqs=opts.max_seqs, n_ctx_seq=opts.n_ctx_seq, n_threads=opts.threads, timeout_s=opts.timeout_s,
+            flash_attn=opts.flash_attn,
         )
     if not opts.use_cache:
         return engine

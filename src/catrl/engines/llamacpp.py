@@ -151,8 +151,11 @@ class LlamaCppEngine:
         generate/score call. `repack` turns on llama.cpp's weight repacking: a few percent faster, but
         then a sequence's numbers depend on how many others share its batch, so samples are no longer
         the same whatever else is decoded with them. `flash_attn` (None = llama.cpp's choice, on for
-        CPU) was measured both ways: off was slower (2.88x vs 3.35x over sequential) and made score()
-        drift from generate()'s logprobs, without making large batches bit-identical. `kv_type`
+        CPU) was measured both ways. After short prompts off was slower (2.88x vs 3.35x over sequential)
+        and made score() drift from generate()'s logprobs, without making large batches bit-identical.
+        After a ~2,600-token anchor prompt off decoded 32 samples 1.43x faster (35.5 against 24.9 tok/s,
+        bench/kv_cache.py): an engine that reads only long prompts (an anchor of its own) gains from off.
+        Off changes the numbers, so it is part of the identity. `kv_type`
         "q8_0" halves the KV cache's memory (65 streams of 4,096 tokens take ~7.6 GB in f16 for the
         1.5B model), for machines short of RAM. It is not faster here: on this project's 2-core CPU,
         32 samples after a 2,618-token anchor prompt decoded at 27.8 tok/s against 32.8 for f16, and
@@ -162,7 +165,7 @@ class LlamaCppEngine:
         _silence_llama_logs()
         self.path = models.resolve(model)
         sha = models.REGISTRY[model].sha256 if model in models.REGISTRY else file_sha256(self.path)
-        self.identity = f"llamacpp:{sha}" + ("" if kv_type == "f16" else f":kv-{kv_type}")
+        self.identity = f"llamacpp:{sha}" + ("" if kv_type == "f16" else f":kv-{kv_type}") + (":nofa" if flash_attn is False else "")
         self.name = model
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
