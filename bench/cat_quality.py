@@ -72,7 +72,7 @@ def main() -> None:
     plot = plot_sweep(summary, args.out / "accuracy_vs_g.png", f"GSM8K, {args.model}")
     write_html([asdict(r) for r in results], summary, args.out / "report.html", f"CaT on GSM8K ({args.model})", plot.name if plot else None)
     out = Console(width=120)
-    out.print(f"command: python {shlex.join(sys.argv)}; machine {summary['config']['machine']}")
+    out.print(f"command: {summary['config']['command']}; machine {summary['config']['machine']}")
     out.print(method_table(summary))
     out.print(paired_table(summary))
     out.print(analyses_table(summary))

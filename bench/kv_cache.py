@@ -1,11 +1,11 @@
 """The KV cache's element type and the attention kernel, at the anchor's context length.
 
 Variants are `KV[:fa|:nofa]`: the KV element type (f16, q8_0) and llama.cpp's flash attention on or
-off (default: llama.cpp's choice, on for CPU). One anchor prompt (the synthesis prompt over the first GSM8K question's G=8 rollouts, ~2,600
-tokens, the rollouts from the call cache when present) is prefilled, then fanned out to 32 samples
-that decode 96 tokens each. Per round and KV type: the prompt rate and the decode rate of steps
-with at least 16 sequences live. Types alternate within a round, in one process, so the machine's
-noise hits all alike.
+off (default: llama.cpp's choice, on for CPU). One anchor prompt (the synthesis prompt over the first
+GSM8K question's G=8 rollouts, ~2,600 tokens, the rollouts from the call cache when present) is
+prefilled, then fanned out to 32 samples that decode 96 tokens each. Per round and variant: the
+prompt rate and the decode rate of steps with at least 16 sequences live. Variants alternate within
+a round, in one process, so the machine's noise hits all alike.
 
     python bench/kv_cache.py [--rounds 2] [--variants f16,q8_0]
     python bench/kv_cache.py --variants f16:fa,f16:nofa

@@ -138,17 +138,15 @@ def test_q8_kv_cache_decodes_and_is_its_own_identity(smol_path, smol_engine):
     eng.close()
 
 
-def test_flash_attention_off_generates_under_its_own_identity():
+def test_flash_attention_off_generates_under_its_own_identity(smol_engine):
     """Flash attention off (faster after long anchor prompts) changes the numbers: its calls never share
     cache entries with the default engine's, and it still generates normally."""
     from catrl.engines.factory import EngineOptions, open_engine
 
     eng = open_engine(EngineOptions(model="smollm2-135m", max_seqs=2, n_ctx_seq=512, flash_attn=False, use_cache=False))
-    default = open_engine(EngineOptions(model="smollm2-135m", max_seqs=2, n_ctx_seq=512, use_cache=False))
     try:
-        assert eng.identity == default.identity + ":nofa"
+        assert eng.identity == smol_engine.identity + ":nofa"
         (out,) = eng.generate(REQS[:1], Sampling(temperature=0.0, max_tokens=16), n=1)
         assert out[0].completion_tokens > 0 and out[0].text.strip()
     finally:
         eng.close()
-        default.close()

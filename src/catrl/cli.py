@@ -152,11 +152,11 @@ def generate(
     out.print(f"calls: made={stats.calls_made} rows_written={stats.written} rows_resumed={stats.resumed}")
 
 
-def _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache):
+def _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache, flash_attn=None):
     from catrl.engines.factory import EngineOptions
 
     return EngineOptions(
-        model=model, base_url=base_url, api_key=api_key, max_seqs=max_seqs, n_ctx_seq=ctx, threads=threads,
+        model=model, base_url=base_url, api_key=api_key, max_seqs=max_seqs, n_ctx_seq=ctx, threads=threads, flash_attn=flash_attn,
         concurrency=concurrency, timeout_s=timeout, cache_path=cache, use_cache=not no_cache,
     )
 
@@ -535,9 +535,7 @@ def serve(
                           batch_window_s=batch_window_ms / 1000, max_body_bytes=int(max_body_mb * 1024 * 1024), group_size=group_size,
                           audit_path=audit_log)
         cfg.check()
-        from dataclasses import replace
-
-        opts = replace(_engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, None, False), flash_attn=flash_attn)
+        opts = _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, None, False, flash_attn)
         anchor, judge = _policy_and_anchor(opts, judge_model, judge_base_url)
         sampling = _sampling(temperature, top_p, top_k, anchor_max_tokens, seed)
         app_ = create_app(CaTReward(anchor, match=match, sampling=sampling), RubricReward(anchor, judge, sampling=sampling), cfg)
