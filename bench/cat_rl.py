@@ -38,7 +38,7 @@ from catrl.run_audit import grade_group, read_audit, stretches
 from catrl.train import train
 from catrl.train_config import load_config
 from catrl.types import Sampling
-from catrl.verify import equivalent, extract_answer
+from catrl.verify import extract_answer, is_right
 
 GREEDY = Sampling(temperature=0.0, max_tokens=512, seed=0)
 
@@ -65,7 +65,7 @@ def greedy_graded(engine, examples, label: str) -> list[Graded]:
     for e, g in zip(examples, groups, strict=True):
         ans = extract_answer(g[0].text)
         gold = gold_answer("gsm8k", e.gold)
-        right = ans is not None and gold is not None and equivalent(gold, ans).equal
+        right = is_right(gold, ans)
         out.append(Graded(answered=ans is not None, truncated=g[0].finish_reason == "length", correct=right))
     return out
 

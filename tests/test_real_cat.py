@@ -64,3 +64,18 @@ def test_eval_command_writes_report(tmp_path, smol_path):
     assert "cat" in r.stdout and "majority" in r.stdout
     for f in ("results.jsonl", "summary.json", "report.html", "accuracy_vs_g.png"):
         assert (tmp_path / "ev" / f).exists()
+
+
+def test_anchor_of_its_own_with_flash_attention_off(tmp_path, smol_path):
+    """--no-anchor-flash-attn gives the named anchor its own engine (identity ':nofa'); the policy keeps the default."""
+    import sqlite3
+
+    r = _cli("answer", "What is 7 times 6?", "-g", "2", "--max-tokens", "24", "--anchor-model", "smollm2-135m",
+             "--no-anchor-flash-attn", tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    with sqlite3.connect(tmp_path / "c.sqlite") as db:
+        engines = dict(db.execute("SELECT engine, GROUP_CONCAT(DISTINCT kind) FROM calls GROUP BY engine").fetchall())
+    anchor = [e for e in engines if e.endswith(":nofa")]
+    assert len(anchor) == 1 and len(engines) == 2, engines  # the rollouts on the default engine, the synthesis on the other
+    r = _cli("answer", "What is 7 times 6?", "--no-anchor-flash-attn", tmp_path=tmp_path)
+    assert r.returncode == 2 and "--anchor-model" in r.stdout + r.stderr

@@ -4,7 +4,7 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from catrl.verify import Check, _Worker, as_number, equivalent, extract_answer, last_boxed
+from catrl.verify import Check, _Worker, as_number, equivalent, extract_answer, is_right, last_boxed
 
 
 def test_last_boxed_balances_braces_and_takes_the_last():
@@ -57,6 +57,12 @@ def test_symbolic_equivalence_with_reference_as_gold():
 def test_string_mode_is_the_papers_plain_match():
     assert equivalent(r"\frac{1}{2}", r"\dfrac{1}{2}", mode="string").equal
     assert not equivalent(r"\frac{1}{2}", "0.5", mode="string").equal
+
+
+def test_is_right_grades_against_gold_and_a_missing_side_is_wrong():
+    assert is_right("0.5", r"\frac{1}{2}") and is_right(18, "18.0")  # gold may come as a number from JSON
+    assert not is_right("18", "19") and not is_right("18", None) and not is_right(None, "18")
+    assert is_right(r"\frac{1}{2}", r"\dfrac{1}{2}", mode="string") and not is_right("0.5", r"\frac{1}{2}", mode="string")
 
 
 def slow_check(reference, candidate):

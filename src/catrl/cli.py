@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from catrl import models
-from catrl.errors import CatrlError
+from catrl.errors import CatrlError, InputError
 
 app = typer.Typer(
     help="Compute as Teacher: synthesize references from G rollouts and use them as answers or rewards.",
@@ -169,14 +169,21 @@ def _open(opts):
     return open_engine(opts)
 
 
-def _policy_and_anchor(opts, anchor_model, anchor_base_url):
-    """At test time the anchor is the same frozen model unless told otherwise: one engine serves both."""
+def _policy_and_anchor(opts, anchor_model, anchor_base_url, anchor_flash_attn=None):
+    """At test time the anchor is the same frozen model unless told otherwise: one engine serves both.
+
+    `anchor_flash_attn` sets llama.cpp's flash attention of a separate embedded anchor only: the
+    anchor reads long prompts, where off decodes faster, while the policy keeps llama.cpp's default."""
     from dataclasses import replace
 
+    if anchor_flash_attn is not None and (anchor_model is None or anchor_base_url is not None):
+        raise InputError("--anchor-flash-attn/--no-anchor-flash-attn sets an embedded anchor named by --anchor-model, "
+                         "without --anchor-base-url (a server sets its own attention); without --anchor-model the anchor "
+                         "is the policy's own engine: name the same model to give the anchor an engine of its own")
     policy = _open(opts)
     if anchor_model is None and anchor_base_url is None:
         return policy, policy
-    aopts = replace(opts, model=anchor_model or opts.model, base_url=anchor_base_url)
+    aopts = replace(opts, model=anchor_model or opts.model, base_url=anchor_base_url, flash_attn=anchor_flash_attn)
     return policy, _open(aopts)
 
 
@@ -188,6 +195,10 @@ def _sampling(temperature, top_p, top_k, max_tokens, seed, logprobs=False):
 
 AnchorModelOpt = Annotated[str | None, typer.Option("--anchor-model", help="Anchor model (default: the policy model, frozen).")]
 AnchorUrlOpt = Annotated[str | None, typer.Option("--anchor-base-url", help="Anchor on an OpenAI-compatible server.")]
+AnchorFlashOpt = Annotated[bool | None, typer.Option(
+    "--anchor-flash-attn/--no-anchor-flash-attn",
+    help="Embedded anchor named by --anchor-model: llama.cpp's flash attention (default: llama.cpp's choice, on for CPU). "
+         "Off decoded ~1.4x faster after ~2,600-token anchor prompts (docs/bench/README.md).")]
 GOpt = Annotated[int, typer.Option("--g", "-g", help="Rollouts per question (G).")]
 
 
@@ -208,7 +219,7 @@ def eval_cmd(
     anchor_max_tokens: Annotated[int, typer.Option(help="Max new tokens of the synthesized reference.")] = 1024,
     seed: int = 0,
     model: ModelOpt = models.DEFAULT_MODEL, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
-    anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None,
+    anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None, anchor_flash_attn: AnchorFlashOpt = None,
     cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096,
     threads: ThreadsOpt = None, timeout: TimeoutOpt = None, concurrency: ConcOpt = 16,
     grader_model: Annotated[str | None, typer.Option("--grader-model", help="Free-form: the model grading with physician rubrics (default: the policy model).")] = None,
@@ -237,7 +248,7 @@ def eval_cmd(
                        _sampling(temperature, top_p, top_k, anchor_max_tokens, seed),
                        _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache),
                        anchor_model, anchor_base_url, grader_model, grader_base_url, judge_model, judge_base_url, judge_mode, validity,
-                       judge_max_tokens)
+                       judge_max_tokens, anchor_flash_attn)
         return
     methods = methods or "single,majority,min_ppl,cat"
     from dataclasses import asdict
@@ -258,7 +269,7 @@ def eval_cmd(
         )
         cfg.check()
         opts = _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache)
-        policy, anchor = _policy_and_anchor(opts, anchor_model, anchor_base_url)
+        policy, anchor = _policy_and_anchor(opts, anchor_model, anchor_base_url, anchor_flash_attn)
         with _progress() as prog:
             tick = _stage_ticker(prog)
             results = run_eval(policy, anchor, cfg, progress=tick)
@@ -300,7 +311,7 @@ def _other_engine(opts, policy, model_name, url):
 
 def _eval_freeform(dataset, field_map, limit, g, methods, method_limit, out_dir, sampling, anchor_sampling, opts,
                    anchor_model, anchor_base_url, grader_model, grader_base_url, judge_model, judge_base_url, judge_mode, validity,
-                   judge_max_tokens=None) -> None:
+                   judge_max_tokens=None, anchor_flash_attn=None) -> None:
     from dataclasses import asdict
 
     from catrl.datasets import load_examples
@@ -312,7 +323,7 @@ def _eval_freeform(dataset, field_map, limit, g, methods, method_limit, out_dir,
                              methods=tuple(m.strip() for m in methods.split(",") if m.strip()), method_limits=_method_limits(method_limit),
                              validity=validity, judge_mode=judge_mode, judge_max_tokens=judge_max_tokens)
         cfg.check()
-        policy, anchor = _policy_and_anchor(opts, anchor_model, anchor_base_url)
+        policy, anchor = _policy_and_anchor(opts, anchor_model, anchor_base_url, anchor_flash_attn)
         grader = _other_engine(opts, policy, grader_model, grader_base_url)
         judge = _other_engine(opts, grader, judge_model, judge_base_url)
         with _progress() as prog:
@@ -352,7 +363,7 @@ def answer(
     temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, max_tokens: int = 512, seed: int = 0,
     show_reference: Annotated[bool, typer.Option("--show-reference/--answer-only", help="Print the synthesized reference text.")] = True,
     model: ModelOpt = models.DEFAULT_MODEL, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
-    anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None,
+    anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None, anchor_flash_attn: AnchorFlashOpt = None,
     cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096,
     threads: ThreadsOpt = None, timeout: TimeoutOpt = None, concurrency: ConcOpt = 16,
 ) -> None:
@@ -365,7 +376,7 @@ def answer(
 
     try:
         opts = _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache)
-        policy, anchor = _policy_and_anchor(opts, anchor_model, anchor_base_url)
+        policy, anchor = _policy_and_anchor(opts, anchor_model, anchor_base_url, anchor_flash_attn)
         sampling = _sampling(temperature, top_p, top_k, max_tokens, seed)
         with console.status(f"sampling {g} rollouts"):
             comps = policy.generate([build_request(Example("q", question), "solve")], sampling, n=g)[0]
@@ -397,7 +408,7 @@ def label(
     task: Annotated[str, typer.Option("--task", help="verifiable (reference + final answer) or freeform (reference + self-proposed rubric).")] = "verifiable",
     temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, max_tokens: int = 512, seed: int = 0,
     model: ModelOpt = models.DEFAULT_MODEL, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
-    anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None,
+    anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None, anchor_flash_attn: AnchorFlashOpt = None,
     cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096,
     threads: ThreadsOpt = None, timeout: TimeoutOpt = None, concurrency: ConcOpt = 16,
 ) -> None:
@@ -408,7 +419,7 @@ def label(
     try:
         examples = load_examples(data, parse_field_map(field), limit=limit)
         opts = _engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache)
-        policy, anchor = _policy_and_anchor(opts, anchor_model, anchor_base_url)
+        policy, anchor = _policy_and_anchor(opts, anchor_model, anchor_base_url, anchor_flash_attn)
         with _progress() as prog:
             bar = prog.add_task(f"labeling {len(examples)} rows (G={g})", total=len(examples))
             stats = label_file(policy, anchor, examples, _sampling(temperature, top_p, top_k, max_tokens, seed),

@@ -22,7 +22,7 @@ from catrl.metrics import accuracy, paired_diff
 from catrl.rollouts import build_request
 from catrl.synthesis import synthesize_many
 from catrl.types import Sampling
-from catrl.verify import equivalent, extract_answer
+from catrl.verify import equivalent, extract_answer, is_right
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +63,6 @@ class QuestionResult:
     reference: dict[str, Any] | None  # text, answer, prompt, correct
     methods: dict[str, dict[str, Any]]  # name -> index, answer, correct, flags
     sweep: dict[str, dict[str, Any]] = field(default_factory=dict)  # "k" -> cat/majority answers and correctness
-
-
-def _correct(gold: str | None, answer: str | None, match: str) -> bool:
-    if gold is None or answer is None:
-        return False
-    return equivalent(gold, answer, mode=match).equal
 
 
 def run_eval(policy: Engine, anchor: Engine, cfg: EvalConfig, progress: Progress | None = None) -> list[QuestionResult]:
@@ -141,22 +135,22 @@ def run_eval(policy: Engine, anchor: Engine, cfg: EvalConfig, progress: Progress
                                       on_result=stage_counter(tick, f"synthesis G={g}", ks))
             for i in range(ks):
                 maj = selection.majority(texts[i][:g], cfg.match)
-                sweep[i][str(g)] = {"cat": sub[i].answer, "cat_correct": _correct(golds[i], sub[i].answer, cfg.match),
-                                    "majority": maj.answer, "majority_correct": _correct(golds[i], maj.answer, cfg.match)}
+                sweep[i][str(g)] = {"cat": sub[i].answer, "cat_correct": is_right(golds[i], sub[i].answer, cfg.match),
+                                    "majority": maj.answer, "majority_correct": is_right(golds[i], maj.answer, cfg.match)}
 
     # 5) score against gold
     out = []
     for i, e in enumerate(examples):
         for m in results_methods[i].values():
-            m["correct"] = _correct(golds[i], m["answer"], cfg.match)
+            m["correct"] = is_right(golds[i], m["answer"], cfg.match)
         rolls = [
-            {"text": c.text, "answer": a, "correct": _correct(golds[i], a, cfg.match), "finish_reason": c.finish_reason,
+            {"text": c.text, "answer": a, "correct": is_right(golds[i], a, cfg.match), "finish_reason": c.finish_reason,
              "mean_nll": selection.mean_nll(c)}
             for c, a in zip(groups[i], answers[i])
         ]
         ref = None
         if refs is not None and i < len(refs):
-            ref = {**refs[i].to_dict(), "correct": _correct(golds[i], refs[i].answer, cfg.match)}
+            ref = {**refs[i].to_dict(), "correct": is_right(golds[i], refs[i].answer, cfg.match)}
         maj = majorities[i]
         out.append(QuestionResult(
             id=e.id, question=e.question, gold=golds[i], rollouts=rolls,

@@ -18,7 +18,7 @@ from typing import Any
 from catrl.datasets import iter_jsonl
 from catrl.errors import InputError
 from catrl.selection import majority_of_answers
-from catrl.verify import equivalent
+from catrl.verify import is_right
 
 
 @dataclass
@@ -69,11 +69,6 @@ def read_audit(path: Path) -> list[dict[str, Any]]:
                 raise InputError(f"{where}: field {key!r} is missing or not a list")
         rows.append(row)
     return rows
-
-
-def is_right(gold: str, answer: str | None, mode: str = "symbolic") -> bool:
-    """An answer graded against gold (gold first: math-verify's order); no answer is wrong."""
-    return answer is not None and equivalent(str(gold), answer, mode=mode).equal
 
 
 def grade_group(row: dict[str, Any], mode: str = "symbolic") -> GradedGroup:

@@ -120,6 +120,11 @@ def equivalent(reference: str, candidate: str, mode: str = "symbolic", timeout_s
     return _worker().check(reference, candidate, timeout_s)
 
 
+def is_right(gold: str | float | None, answer: str | None, mode: str = "symbolic") -> bool:
+    """An answer graded against gold, for scoring only (gold first: math-verify's order); no answer, or no gold, is wrong."""
+    return gold is not None and answer is not None and equivalent(str(gold), answer, mode=mode).equal
+
+
 # -- the symbolic worker -------------------------------------------------------------------------
 def symbolic_check(reference: str, candidate: str) -> bool:
     """math-verify with `reference` as gold; runs inside the worker process only."""

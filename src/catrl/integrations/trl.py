@@ -28,9 +28,9 @@ import numpy as np
 from catrl.errors import InputError
 from catrl.grouping import consecutive_runs
 from catrl.rewards import AnchorFailures, CaTReward, RubricReward
-from catrl.run_audit import is_right
 from catrl.selection import majority_of_answers
 from catrl.types import RewardRecord
+from catrl.verify import is_right
 
 
 def completion_text(completion: Any) -> str:
