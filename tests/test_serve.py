@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -167,7 +168,8 @@ def test_real_catrl_serve_process(smol_path, tmp_path):
     port = free_port()
     env = {**os.environ, "CATRL_SERVE_TOKEN": "tok", "CATRL_CACHE_DIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "catrl", "serve", "--model", "smollm2-135m", "--port", str(port),
-                             "--anchor-max-tokens", "48", "--ctx", "1024", "--max-seqs", "4", "--audit-log", str(tmp_path / "audit.jsonl")],
+                             "--anchor-max-tokens", "48", "--ctx", "1024", "--max-seqs", "4", "--audit-log", str(tmp_path / "audit.jsonl"),
+                             "--no-flash-attn"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         url, auth = f"http://127.0.0.1:{port}", {"Authorization": "Bearer tok"}
@@ -197,6 +199,9 @@ def test_real_catrl_serve_process(smol_path, tmp_path):
         rows = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
         assert [len(r["rollouts"]) for r in rows] == [3, 2]  # the two scored groups, not the refused ones
         assert rows[0]["rewards"] == rec["rewards"] and rows[0]["reference"] == rec["record"]["reference"]
+        with sqlite3.connect(tmp_path / "calls.sqlite") as db:  # the anchor ran with flash attention off, under its own identity
+            engines = {e for (e,) in db.execute("SELECT DISTINCT engine FROM calls")}
+        assert engines and all(e.endswith(":nofa") for e in engines), engines
     finally:
         proc.terminate()
         proc.wait(timeout=30)
