@@ -146,7 +146,7 @@ def main() -> None:
         print(f"{label:<26}{bb['answered']:>9.3f} -> {ab['answered']:.3f}{bb['truncated']:>9.3f} -> {ab['truncated']:.3f}"
               f"{bb['accuracy_when_answered']:>17.3f} -> {ab['accuracy_when_answered']:.3f}")
     print("reward audit (training groups graded against gold afterwards; gold never reached a reward):")
-    widths = [14, 7, 7, 16, 12, 15, 15, 15]
+    widths = [14, 7, 7, 16, 12, 15, 13, 15, 15]
     print("".join(f"{h:>{w}}" for h, w in zip(AUDIT_HEADER, widths)))
     for r in audit_rows(audit):
         print("".join(f"{c:>{w}}" for c, w in zip(r, widths)))

@@ -41,6 +41,10 @@ def test_grading_and_stretches():
     assert [(p.first_step, p.last_step, p.groups) for p in parts] == [(1, 2, 2), (3, 4, 2), (1, 4, 4)]
     whole = parts[-1]
     assert (whole.graded, whole.reference_right, whole.majority_right, whole.any_right) == (3, 1, 1, 2)
+    assert (whole.reference_beat_majority, whole.reference_lost_to_majority) == (0, 0)
+    won = stretches([grade_group(row(5, ["7", "7", "42", "8"], [0, 0, 1, 0], "42")),  # the reference overrules a wrong majority
+                     grade_group(row(6, ["42", "42", "7", "8"], [0, 0, 1, 0], "7"))], parts=1)[-1]  # and follows a wrong rollout
+    assert (won.reference_beat_majority, won.reference_lost_to_majority) == (1, 1)
     assert (whole.rollouts, whole.rollouts_right, whole.rewarded, whole.rewarded_right) == (12, 4, 5, 3)
     assert whole.zero_variance_groups == 2 and whole.flags == {"no_reference_answer": 1}
     assert whole.reward_mean == pytest.approx(9 / 16)
@@ -87,7 +91,7 @@ def test_cli_prints_the_table_and_writes_the_page(tmp_path):
     res = CliRunner().invoke(app, ["audit", str(tmp_path), "--parts", "2"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     whole = next(line for line in res.output.splitlines() if "whole run" in line)
-    assert "4/12 33%" in whole and "3/5 60%" in whole  # rollouts right; rewarded rollouts right
+    assert "4/12 33%" in whole and "3/5 60%" in whole and " 0/0 " in whole  # rollouts right; rewarded right; ref won/lost
     assert (tmp_path / "audit.html").is_file()
     bad = CliRunner().invoke(app, ["audit", str(tmp_path / "missing")], env={"COLUMNS": "300"})
     assert bad.exit_code == 2 and "no audit trail" in bad.output

@@ -48,6 +48,8 @@ class Stretch:
     graded: int  # groups with gold; the shares below are over these
     reference_right: int
     majority_right: int
+    reference_beat_majority: int  # reference right where the rollouts' majority was wrong: what the anchor adds
+    reference_lost_to_majority: int  # reference wrong where the majority was right: what it costs
     any_right: int
     rollouts: int
     rollouts_right: int
@@ -99,6 +101,8 @@ def stretch(groups: Sequence[GradedGroup], label: str = "whole run") -> Stretch:
         graded=len(graded),
         reference_right=sum(bool(g.reference_right) for g in graded),
         majority_right=sum(bool(g.majority_right) for g in graded),
+        reference_beat_majority=sum(bool(g.reference_right) and not g.majority_right for g in graded),
+        reference_lost_to_majority=sum(not g.reference_right and bool(g.majority_right) for g in graded),
         any_right=sum(any(g.rollouts_right) for g in graded),
         rollouts=sum(len(g.rollouts_right) for g in graded),
         rollouts_right=sum(sum(g.rollouts_right) for g in graded),

@@ -44,7 +44,9 @@ def analyses_table(summary: dict[str, Any]) -> Table:
 
 
 # -- a CaT-RL run's audit trail (catrl audit, bench/cat_rl.py, the audit page) --------------------
-AUDIT_HEADER = ["stretch", "groups", "reward", "zero-var groups", "ref right", "majority right", "rollouts right", "rewarded right"]
+AUDIT_HEADER = ["stretch", "groups", "reward", "zero-var groups", "ref right", "majority right", "ref won/lost", "rollouts right",
+                "rewarded right"]
+"""`ref won/lost`: groups where the reference was right and the majority wrong / the reverse."""
 
 
 def _share(k: int, n: int) -> str:
@@ -58,6 +60,7 @@ def audit_rows(parts: list[Stretch]) -> list[list[str]]:
         rows.append([
             s.label, str(s.groups), f"{s.reward_mean:.3f}", _share(s.zero_variance_groups, s.groups),
             _share(s.reference_right, s.graded), _share(s.majority_right, s.graded),
+            f"{s.reference_beat_majority}/{s.reference_lost_to_majority}" if s.graded else "-",
             _share(s.rollouts_right, s.rollouts), _share(s.rewarded_right, s.rewarded),
         ])
     return rows
