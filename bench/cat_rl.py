@@ -11,6 +11,7 @@ with a final answer and cut off at the limit, and the training audit graded agai
 the summary into docs/cat_rl/ and ends with `cat_rl: before=<acc> after=<acc> heldout_before=<acc> heldout_after=<acc>`.
 
     python bench/cat_rl.py [--config docs/cat_rl/config.yaml] [--set steps=100] [--eval-only]
+    python bench/cat_rl.py --set reward=majority --set output_dir=runs/ttrl --out docs/ttrl   # the TTRL baseline
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ def main() -> None:
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"command: python bench/cat_rl.py --config {args.config} {' '.join('--set ' + s for s in args.set)}; machine {summary['machine']}")
-    print(f"policy {cfg.policy} + LoRA r={cfg.lora_r}; anchor {cfg.anchor or cfg.policy} (llama.cpp, frozen); {res.steps} GRPO steps, "
+    teacher = f"anchor {cfg.anchor or cfg.policy} (llama.cpp, frozen)" if cfg.reward == "cat" else "reward: majority vote (TTRL), no anchor"
+    print(f"policy {cfg.policy} + LoRA r={cfg.lora_r}; {teacher}; {res.steps} GRPO steps, "
           f"G={cfg.g}, {cfg.prompts_per_step} questions/step, lr {cfg.learning_rate}; greedy, max {GREEDY.max_tokens} tokens")
     print(f"{'set':<26}{'before':>18}{'after':>18}{'after - before':>26}")
     for key, label in (("train", f"train (GSM8K {cfg.offset}-{cfg.offset + cfg.limit - 1})"), ("heldout", "held-out (disjoint)")):

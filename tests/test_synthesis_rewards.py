@@ -3,7 +3,7 @@
 import pytest
 
 from catrl.errors import InputError
-from catrl.rewards import CaTReward
+from catrl.rewards import CaTReward, MajorityReward
 from catrl.delimit import escape_delimiters
 from catrl.synthesis import synthesis_request, synthesize
 from fakes import ScriptedEngine
@@ -60,3 +60,15 @@ def test_symbolic_and_string_match_modes():
 def test_empty_group_is_an_input_error():
     with pytest.raises(InputError, match="empty group"):
         CaTReward(ScriptedEngine())(None, [])
+
+
+def test_majority_reward_is_the_vote_with_no_model_call():
+    rec = MajorityReward()(None, ["\\boxed{0.5}", "\\boxed{\\frac{1}{2}}", "\\boxed{3}", "no answer"])
+    assert rec.rewards == [1.0, 1.0, 0.0, 0.0] and rec.reference.answer == "0.5"  # 0.5 and 1/2 are one answer: 2 votes
+    assert rec.reference.text == "majority vote: 0.5 (2/4 rollouts)" and rec.reference.prompt == []
+    tie = MajorityReward(match="string")(None, ["\\boxed{0.5}", "\\boxed{\\frac{1}{2}}"])
+    assert tie.rewards == [1.0, 0.0]  # string match: two answers of one vote each, ties to the first seen
+    none = MajorityReward()(None, ["no answer", "nor here"])
+    assert none.rewards == [0.0, 0.0] and none.flags == ["no_reference_answer"]
+    with pytest.raises(InputError, match="empty group"):
+        MajorityReward().score_groups([None], [[]])

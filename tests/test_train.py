@@ -38,6 +38,7 @@ def test_config_file_and_overrides(tmp_path):
     ("g: 4\n", ["nope=1"], r"--set nope=1: unknown field 'nope'"),
     ("g: 4\n", ["micro_batch=3"], r"'micro_batch' = 3 must divide"),
     ("anchor_timeout_s: 0\n", [], r"'anchor_timeout_s' = 0.0 must be > 0"),
+    ("task: freeform\nreward: majority\n", [], r"field 'reward' = 'majority' must be cat, or majority with task math"),
 ])
 def test_config_errors_name_file_line_and_field(tmp_path, text, overrides, message):
     p = tmp_path / "run.yaml"
@@ -130,6 +131,21 @@ def test_two_real_grpo_steps_see_whole_groups(tmp_path, smol_path):
     assert (whole.groups, whole.graded, whole.rollouts) == (4, 4, 8) and whole.first_step == 1 and whole.last_step == 2
     assert whole.rewarded == sum(r > 0 for row in rows for r in row["rewards"])
     assert write_audit_html(rows, graded, stretches(graded, 2), run / "audit.html", "run").stat().st_size > 0
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_majority_baseline_trains_with_no_anchor(tmp_path, smol_path):
+    """reward=majority (TTRL's pseudo-label): a real GRPO step whose audit shows the vote as the reference."""
+    from catrl.train import train
+
+    cfg = load_config(None, SMOL + ["steps=1", "save_steps=1", "reward=majority", f"output_dir={tmp_path / 'run'}"])
+    res = train(cfg, progress=False)
+    assert res.steps == 1
+    metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert "rewards/majority/mean" in metrics and "cat/synthesis_seconds" not in metrics
+    audit = [json.loads(x) for x in (tmp_path / "run" / "audit.jsonl").read_text().splitlines()]
+    assert len(audit) == 2 and all(r["reference"]["text"].startswith("majority vote:") and not r["reference"]["prompt"] for r in audit)
 
 
 @pytest.mark.real_model

@@ -7,6 +7,9 @@ inside a reward: a reference with no extractable answer gives every rollout 0 an
 times out gets 0 and `verify_timeout`. An empty group is the caller's bug: InputError. In RL runs
 (TRL, veRL) an anchor call that fails gives its groups 0 and `anchor_error` (AnchorFailures).
 
+MajorityReward is TTRL's reward, the paper's closest relative and a baseline: the rollouts' majority
+answer is the pseudo-label, with no anchor, so a run with it tells what synthesis adds over a vote.
+
 Free-form half (RubricReward): reference -> rubric -> judge verdicts -> fraction of criteria met;
 an empty rubric (the anchor never produced one) gives every rollout 0 with the rubric's flags.
 """
@@ -22,6 +25,7 @@ from catrl.engines.base import Engine
 from catrl.errors import EngineError, InputError
 from catrl.judging import judge_many
 from catrl.rubrics import propose_rubrics
+from catrl.selection import majority_of_answers
 from catrl.synthesis import synthesize_many
 from catrl.types import Message, Reference, RewardRecord, Rubric, Sampling, Verdict
 from catrl.verify import DEFAULT_TIMEOUT_S, equivalent, extract_answer
@@ -107,6 +111,31 @@ class CaTReward:
         t1 = time.perf_counter()
         out = [verifiable_rewards(ref, g, self.match, self.timeout_s) for ref, g in zip(refs, groups, strict=True)]
         self.last_seconds = {"synthesis": t1 - t0, "verify": time.perf_counter() - t1}
+        return out
+
+
+@dataclass
+class MajorityReward:
+    """TTRL's majority-vote reward on the same interface as CaTReward: no model call at all."""
+
+    match: str = "symbolic"
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    last_seconds: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def __call__(self, question: str | None, rollouts: Sequence[str]) -> RewardRecord:
+        return self.score_groups([question], [rollouts])[0]
+
+    def score_groups(self, questions: Sequence[str | None], groups: Sequence[Sequence[str]]) -> list[RewardRecord]:
+        """The majority answer of each group as its reference (ties to the answer seen first), then verification."""
+        t0 = time.perf_counter()
+        out = []
+        for i, g in enumerate(groups):
+            if len(g) == 0:
+                raise InputError(f"group {i}: empty group of rollouts; a vote needs at least one rollout")
+            maj = majority_of_answers([extract_answer(r) for r in g], self.match)
+            text = f"majority vote: {maj.answer} ({maj.detail.get('votes', 0)}/{len(g)} rollouts)"
+            out.append(verifiable_rewards(Reference(text, maj.answer, prompt=[], finish_reason="majority"), g, self.match, self.timeout_s))
+        self.last_seconds = {"verify": time.perf_counter() - t0}
         return out
 
 

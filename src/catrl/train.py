@@ -65,10 +65,12 @@ def prompt_rows(cfg: TrainConfig, count_tokens: Callable[[list[dict]], int]) -> 
 
 
 def build_reward(cfg: TrainConfig, audit_path: Path):
-    """The CaT reward function for TRL, over a frozen anchor engine."""
+    """The CaT reward function for TRL, over a frozen anchor engine (or the anchor-free majority baseline)."""
     from catrl.integrations.trl import CaTRewardFunc
-    from catrl.rewards import CaTReward, RubricReward
+    from catrl.rewards import CaTReward, MajorityReward, RubricReward
 
+    if cfg.reward == "majority":
+        return CaTRewardFunc(MajorityReward(match=cfg.match), num_generations=cfg.g, gold_column="gold", id_column="id", audit_path=audit_path)
     anchor_model = cfg.anchor or (cfg.policy if not Path(cfg.policy).is_dir() else None)
     if anchor_model is None:
         raise InputError("config: field 'anchor' is required when 'policy' is an HF directory (the anchor runs on llama.cpp or a server)")
@@ -246,9 +248,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
             run.trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint else None)
         adapter_dir, merged_dir = export(run.trainer, run.tokenizer, run.output_dir)
         curves = plot_curves(run.output_dir / "metrics.jsonl", run.output_dir / "curves.png",
-                             title=f"CaT-RL: {cfg.policy} on {cfg.dataset}")
+                             title=f"{'CaT-RL' if cfg.reward == 'cat' else 'majority-vote RL (TTRL)'}: {cfg.policy} on {cfg.dataset}")
     finally:
-        run.reward.reward.anchor.close()
+        if (anchor := getattr(run.reward.reward, "anchor", None)) is not None:  # the majority baseline has none
+            anchor.close()
     return TrainResult(run.output_dir, run.trainer.state.global_step, run.resumed_step, adapter_dir, merged_dir, curves)
 
 

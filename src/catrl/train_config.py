@@ -37,6 +37,7 @@ class TrainConfig:
     limit: int | None = 200
     prompt: str = "solve"  # prompt template for plain questions (src/catrl/prompts/)
     match: str = "symbolic"  # math: symbolic (math-verify) | string (the paper's boxed-string match)
+    reward: str = "cat"  # math: cat | majority (TTRL's majority-vote pseudo-label: the baseline with no anchor)
     # GRPO
     g: int = 8  # rollouts per question (num_generations)
     prompts_per_step: int = 2  # questions per optimizer step
@@ -69,6 +70,8 @@ class TrainConfig:
         checks = [
             ("task", self.task in ("math", "freeform"), "must be math or freeform"),
             ("match", self.match in ("symbolic", "string"), "must be symbolic or string"),
+            ("reward", self.reward == "cat" or (self.reward == "majority" and self.task == "math"),
+             "must be cat, or majority with task math (a vote needs final answers)"),
             ("g", self.g >= 2, "must be >= 2 (GRPO needs a group)"),
             ("prompts_per_step", self.prompts_per_step >= 1, "must be >= 1"),
             ("steps", self.steps >= 1, "must be >= 1"),

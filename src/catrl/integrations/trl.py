@@ -27,7 +27,7 @@ import numpy as np
 
 from catrl.errors import InputError
 from catrl.grouping import consecutive_runs
-from catrl.rewards import AnchorFailures, CaTReward, RubricReward
+from catrl.rewards import AnchorFailures, CaTReward, MajorityReward, RubricReward
 from catrl.selection import majority_of_answers
 from catrl.types import RewardRecord
 from catrl.verify import is_right
@@ -92,7 +92,7 @@ class CaTRewardFunc:
     this many failed calls in a row stop the run with the error, to resume once the anchor is back."""
 
     def __init__(
-        self, reward: CaTReward | RubricReward, num_generations: int, gold_column: str | None = None,
+        self, reward: CaTReward | RubricReward | MajorityReward, num_generations: int, gold_column: str | None = None,
         audit_path: str | Path | None = None, gold_parser: Callable[[str], str | None] | None = None,
         id_column: str | None = None, max_anchor_failures: int = 3,
     ) -> None:
@@ -100,7 +100,7 @@ class CaTRewardFunc:
         self.failures = AnchorFailures(max_anchor_failures)
         self.gold_column, self.gold_parser, self.id_column = gold_column, gold_parser, id_column
         self.audit_path = Path(audit_path) if audit_path else None
-        self.__name__ = "cat_rubric" if isinstance(reward, RubricReward) else "cat"
+        self.__name__ = "cat_rubric" if isinstance(reward, RubricReward) else "majority" if isinstance(reward, MajorityReward) else "cat"
         self.calls = 0
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Sequence[int]] | None = None,
