@@ -183,7 +183,8 @@ def _policy_and_anchor(opts, anchor_model, anchor_base_url, anchor_flash_attn=No
     policy = _open(opts)
     if anchor_model is None and anchor_base_url is None:
         return policy, policy
-    aopts = replace(opts, model=anchor_model or opts.model, base_url=anchor_base_url, flash_attn=anchor_flash_attn)
+    flash = opts.flash_attn if anchor_flash_attn is None else anchor_flash_attn  # `catrl serve`'s judge keeps the anchor's
+    aopts = replace(opts, model=anchor_model or opts.model, base_url=anchor_base_url, flash_attn=flash)
     return policy, _open(aopts)
 
 
