@@ -64,6 +64,13 @@ class AnchorFailures:
         return records
 
 
+def require_rollouts(groups: Sequence[Sequence[str]]) -> None:
+    """An empty group is the caller's bug, in every reward: say which group."""
+    for i, g in enumerate(groups):
+        if len(g) == 0:
+            raise InputError(f"group {i}: empty group of rollouts; a reward needs at least one rollout")
+
+
 def verifiable_rewards(reference: Reference, rollouts: Sequence[str], mode: str = "symbolic", timeout_s: float = DEFAULT_TIMEOUT_S) -> RewardRecord:
     """Pure scoring of rollouts against a reference (no model call)."""
     answers = [extract_answer(r) for r in rollouts]
@@ -100,9 +107,7 @@ class CaTReward:
 
     def score_groups(self, questions: Sequence[str | None], groups: Sequence[Sequence[str]]) -> list[RewardRecord]:
         """Many groups at once: one batched anchor call, then pure verification per group."""
-        for i, g in enumerate(groups):
-            if len(g) == 0:
-                raise InputError(f"group {i}: empty group of rollouts; CaT needs at least one rollout")
+        require_rollouts(groups)
         if self.include_question and any(q is None for q in questions):
             raise InputError("include_question=True needs every group's question")
         qs = list(questions) if self.include_question else None
@@ -128,10 +133,9 @@ class MajorityReward:
     def score_groups(self, questions: Sequence[str | None], groups: Sequence[Sequence[str]]) -> list[RewardRecord]:
         """The majority answer of each group as its reference (ties to the answer seen first), then verification."""
         t0 = time.perf_counter()
+        require_rollouts(groups)
         out = []
-        for i, g in enumerate(groups):
-            if len(g) == 0:
-                raise InputError(f"group {i}: empty group of rollouts; a vote needs at least one rollout")
+        for g in groups:
             maj = majority_of_answers([extract_answer(r) for r in g], self.match)
             text = f"majority vote: {maj.answer} ({maj.detail.get('votes', 0)}/{len(g)} rollouts)"
             out.append(verifiable_rewards(Reference(text, maj.answer, prompt=[], finish_reason="majority"), g, self.match, self.timeout_s))
@@ -199,9 +203,7 @@ class RubricReward:
     ) -> list[RewardRecord]:
         if self.rubric_from not in ("reference", "question"):
             raise InputError(f"rubric_from must be 'reference' or 'question', got {self.rubric_from!r}")
-        for i, g in enumerate(groups):
-            if len(g) == 0:
-                raise InputError(f"group {i}: empty group of rollouts; CaT needs at least one rollout")
+        require_rollouts(groups)
         t0 = time.perf_counter()
         refs = synthesize_many(self.anchor, groups, "freeform", self.sampling)
         t1 = time.perf_counter()
