@@ -77,3 +77,88 @@ def test_scores_are_cached(tmp_path):
     assert eng.score(r, ["cont"])[0].mean_nll == 1.0
     eng.score(r, ["cont"])
     assert inner.seen == ["cont"]
+
+
+def test_export_then_import_replays_every_call_on_another_machine(tmp_path):
+    from catrl.cache import export_calls, import_calls
+
+    here = CachedEngine(CountingEngine(), CallCache(tmp_path / "here.sqlite"))
+    first = here.generate([ChatRequest.user("a"), ChatRequest.user("b")], Sampling(seed=3), n=2)
+    here.score([ChatRequest.user("q")], ["cont"])
+    assert export_calls(here.cache, tmp_path / "calls.jsonl.gz") == 3
+    assert export_calls(here.cache, tmp_path / "gen.jsonl", kind="generate") == 2
+
+    inner = CountingEngine()
+    there = CachedEngine(inner, CallCache(tmp_path / "there.sqlite"))
+    assert import_calls(there.cache, tmp_path / "calls.jsonl.gz") == (3, 0)
+    assert import_calls(there.cache, tmp_path / "calls.jsonl.gz") == (0, 3)  # idempotent
+    again = there.generate([ChatRequest.user("a"), ChatRequest.user("b")], Sampling(seed=3), n=2)
+    there.score([ChatRequest.user("q")], ["cont"])
+    assert inner.seen == [] and there.calls_made == 0
+    assert [[c.text for c in g] for g in again] == [[c.text for c in g] for g in first]
+    assert there.cache.summary() == [("fake:1", "generate", 2), ("fake:1", "score", 1)]
+
+
+def test_import_keeps_local_results_and_recomputes_keys(tmp_path):
+    """A line whose request was edited can only answer the edited request, never the original one."""
+    import json
+
+    from catrl.cache import export_calls, import_calls
+
+    src = CachedEngine(CountingEngine(), CallCache(tmp_path / "src.sqlite"))
+    src.generate([ChatRequest.user("a")], Sampling(seed=1), n=1)
+    export_calls(src.cache, tmp_path / "calls.jsonl")
+    row = json.loads((tmp_path / "calls.jsonl").read_text())
+    row["result"][0]["text"] = "forged"
+    row["request"]["messages"][0]["content"] = "other"
+    (tmp_path / "forged.jsonl").write_text(json.dumps(row) + "\n")
+
+    inner = CountingEngine()
+    dst = CachedEngine(inner, CallCache(tmp_path / "dst.sqlite"))
+    assert import_calls(dst.cache, tmp_path / "forged.jsonl") == (1, 0)
+    assert dst.generate([ChatRequest.user("a")], Sampling(seed=1), n=1)[0][0].text == "a#1#0"  # computed, not forged
+    assert inner.seen == ["a"]
+
+
+def test_import_names_file_line_and_field_of_bad_input(tmp_path):
+    import pytest
+
+    from catrl.cache import import_calls
+    from catrl.errors import InputError
+
+    cache = CallCache(tmp_path / "c.sqlite")
+    good = '{"engine": "e", "kind": "generate", "request": {}, "result": []}'
+    cases = {
+        "notjson.jsonl": (good + "\n{oops\n", r"notjson.jsonl:2: not valid JSON"),
+        "array.jsonl": ("[1]\n", r"array.jsonl:1: expected a JSON object"),
+        "noengine.jsonl": ('{"kind": "generate", "request": {}, "result": []}\n', r"noengine.jsonl:1: field 'engine' is missing"),
+        "badkind.jsonl": ('{"engine": "e", "kind": 3, "request": {}, "result": []}\n', r"badkind.jsonl:1: field 'kind' must be a str, not int"),
+        "noresult.jsonl": ('{"engine": "e", "kind": "generate", "request": {}}\n', r"noresult.jsonl:1: field 'result' is missing"),
+        "badtime.jsonl": ('{"engine": "e", "kind": "k", "request": {}, "result": 1, "created": "x"}\n', r"badtime.jsonl:1: field 'created'"),
+        "notgzip.jsonl.gz": ("plain text\n", r"notgzip.jsonl.gz: not a readable call export"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(InputError, match=message):
+            import_calls(cache, tmp_path / name)
+    with pytest.raises(InputError, match="no such call export"):
+        import_calls(cache, tmp_path / "missing.jsonl")
+
+
+def test_cache_commands_info_export_import(tmp_path):
+    from typer.testing import CliRunner
+
+    from catrl.cli import app
+
+    src = CachedEngine(CountingEngine(), CallCache(tmp_path / "src.sqlite"))
+    src.generate([ChatRequest.user("a")], Sampling(seed=1), n=1)
+    run = CliRunner().invoke
+    r = run(app, ["cache", "export", str(tmp_path / "x.jsonl.gz"), "--engine", "fake", "--cache", str(tmp_path / "src.sqlite")])
+    assert r.exit_code == 0 and "exported 1 calls" in r.output
+    r = run(app, ["cache", "import", str(tmp_path / "x.jsonl.gz"), "--cache", str(tmp_path / "dst.sqlite")])
+    assert r.exit_code == 0 and "imported 1 calls" in r.output
+    r = run(app, ["cache", "info", "--cache", str(tmp_path / "dst.sqlite")], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "fake:1" in r.output and "generate" in r.output
+    (tmp_path / "bad.jsonl").write_text("{}\n")
+    r = run(app, ["cache", "import", str(tmp_path / "bad.jsonl"), "--cache", str(tmp_path / "dst.sqlite")], env={"COLUMNS": "300"})
+    assert r.exit_code == 2 and "bad.jsonl:1: field 'engine' is missing" in r.output

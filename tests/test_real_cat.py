@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from catrl.cache import CallCache
 from catrl.evaluate import EvalConfig, run_eval, summarize
 from catrl.rewards import CaTReward
 from catrl.types import Sampling
@@ -64,6 +65,21 @@ def test_eval_command_writes_report(tmp_path, smol_path):
     assert "cat" in r.stdout and "majority" in r.stdout
     for f in ("results.jsonl", "summary.json", "report.html", "accuracy_vs_g.png"):
         assert (tmp_path / "ev" / f).exists()
+
+    # the run's calls, exported and imported on "another machine" (a second cache), replay the eval with no model call
+    export = tmp_path / "calls.jsonl.gz"
+    base = [sys.executable, "-m", "catrl.cli", "cache"]
+    r = subprocess.run([*base, "export", str(export), "--cache", str(tmp_path / "c.sqlite")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    other = tmp_path / "other"
+    r = subprocess.run([*base, "import", str(export), "--cache", str(other / "c.sqlite")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "(0 already held)" in r.stdout, r.stdout + r.stderr
+    held = CallCache(other / "c.sqlite").count()
+    r = _cli("eval", "--limit", "2", "-g", "2", "--max-tokens", "40", "--anchor-max-tokens", "40", "--sweep", "1,2",
+             "--out", str(other / "ev"), tmp_path=other)
+    assert r.returncode == 0, r.stderr
+    assert CallCache(other / "c.sqlite").count() == held > 0
+    assert (other / "ev" / "results.jsonl").read_text() == (tmp_path / "ev" / "results.jsonl").read_text()
 
 
 def test_anchor_of_its_own_with_flash_attention_off(tmp_path, smol_path):
