@@ -1,0 +1,3 @@
+from catrl.cli import main
+
+main()
