@@ -33,6 +33,7 @@ from catrl.engines.transformers import TransformersEngine
 from catrl.hf_policy import resolve_policy
 from catrl.metrics import accuracy, paired_diff
 from catrl.paths import default_call_cache
+from catrl.precision import resolve_dtype
 from catrl.report.table import AUDIT_HEADER, audit_rows
 from catrl.rollouts import build_request
 from catrl.run_audit import grade_group, read_audit, stretches
@@ -103,7 +104,7 @@ def main() -> None:
     cache = CallCache(default_call_cache())
     base_dir = resolve_policy(cfg.policy)
 
-    base = CachedEngine(TransformersEngine(base_dir, threads=cfg.threads), cache)
+    base = CachedEngine(TransformersEngine(base_dir, dtype=cfg.dtype, threads=cfg.threads), cache)
     before = greedy_graded(base, train_ex, "before, train"), greedy_graded(base, held_ex, "before, held-out")
     base.close()
     if args.eval_only:
@@ -112,7 +113,7 @@ def main() -> None:
     t0 = time.time()
     res = train(cfg)
     train_s = time.time() - t0
-    after_engine = CachedEngine(TransformersEngine(res.merged_dir, threads=cfg.threads), cache)
+    after_engine = CachedEngine(TransformersEngine(res.merged_dir, dtype=cfg.dtype, threads=cfg.threads), cache)
     after = greedy_graded(after_engine, train_ex, "after, train"), greedy_graded(after_engine, held_ex, "after, held-out")
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,7 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"command: python bench/cat_rl.py --config {args.config} {' '.join('--set ' + s for s in args.set)}; machine {summary['machine']}")
     teacher = f"anchor {cfg.anchor or cfg.policy} (llama.cpp, frozen)" if cfg.reward == "cat" else "reward: majority vote (TTRL), no anchor"
-    print(f"policy {cfg.policy} + LoRA r={cfg.lora_r}; {teacher}; {res.steps} GRPO steps, "
+    print(f"policy {cfg.policy} + LoRA r={cfg.lora_r} ({resolve_dtype(cfg.dtype)}); {teacher}; {res.steps} GRPO steps, "
           f"G={cfg.g}, {cfg.prompts_per_step} questions/step, lr {cfg.learning_rate}; greedy, max {GREEDY.max_tokens} tokens")
     print(f"{'set':<26}{'before':>18}{'after':>18}{'after - before':>26}")
     for key, label in (("train", f"train (GSM8K {cfg.offset}-{cfg.offset + cfg.limit - 1})"), ("heldout", "held-out (disjoint)")):

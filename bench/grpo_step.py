@@ -21,6 +21,7 @@ import time
 
 from transformers import TrainerCallback
 
+from catrl.precision import resolve_dtype
 from catrl.train import build_run
 from catrl.train_config import load_config
 
@@ -82,7 +83,7 @@ def main() -> None:
         gen, st = gen_seconds[i], stage_seconds[i]
         rest = total - gen - st["synthesis"] - st["verify"]
         rows.append((i + 1, total, gen, st["synthesis"], st["verify"], rest))
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; policy {cfg.policy} (transformers, LoRA r={cfg.lora_r}, {cfg.dtype}), "
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; policy {cfg.policy} (transformers, LoRA r={cfg.lora_r}, {resolve_dtype(cfg.dtype)}), "
           f"anchor {cfg.anchor or cfg.policy} (llama.cpp); G={cfg.g}, {cfg.prompts_per_step} questions/step, "
           f"max {cfg.max_completion_tokens} new tokens, anchor max {cfg.anchor_max_tokens}")
     print(f"{'step':>4}{'total s':>9}{'generate':>10}{'synthesis':>11}{'verify':>8}{'loss+opt':>10}")

@@ -210,4 +210,4 @@ def test_transformers_engine_generates_greedy_and_sampled(smol_path):
     assert [g[0].text for g in greedy] == [g[0].text for g in again] and all(g[0].text.strip() for g in greedy)
     assert sorted(seen) == [0, 1] and all(0 < g[0].completion_tokens <= 16 for g in greedy)
     sampled = eng.generate(reqs, Sampling(temperature=1.0, top_p=1.0, top_k=0, max_tokens=8, seed=1), n=2)
-    assert [len(g) for g in sampled] == [2, 2] and eng.identity.startswith("transformers:smollm2-135m:")
+    assert [len(g) for g in sampled] == [2, 2] and eng.identity.startswith("transformers:smollm2-135m:") and eng.identity.endswith(":fp32")

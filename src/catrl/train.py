@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from catrl import prompting
 from catrl.datasets import gold_answer, load_examples
 from catrl.engines.factory import EngineOptions, open_engine
 from catrl.errors import InputError
+from catrl.precision import resolve_dtype
 from catrl.report.plots import plot_curves
 from catrl.train_config import TrainConfig, dump_config
 from catrl.types import Sampling
@@ -96,7 +97,7 @@ def grpo_args(cfg: TrainConfig, out: Path):
     micro = cfg.micro_batch or cfg.g
     return GRPOConfig(
         output_dir=str(out),
-        use_cpu=_no_accelerator(), bf16=cfg.dtype == "bf16" and not _no_accelerator(),
+        use_cpu=_no_accelerator(), bf16=resolve_dtype(cfg.dtype) == "bf16" and not _no_accelerator(),
         gradient_checkpointing=False,
         num_generations=cfg.g,
         # one optimizer step = one generation batch of prompts_per_step whole groups, scored in one reward
@@ -108,7 +109,7 @@ def grpo_args(cfg: TrainConfig, out: Path):
         learning_rate=cfg.learning_rate, beta=cfg.beta, loss_type=cfg.loss_type,
         max_steps=cfg.steps, save_steps=cfg.save_steps, save_strategy="steps", save_total_limit=2,
         logging_steps=1, report_to="none", seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
-        model_init_kwargs={"dtype": "bfloat16" if cfg.dtype == "bf16" else "float32"},
+        model_init_kwargs={"dtype": "bfloat16" if resolve_dtype(cfg.dtype) == "bf16" else "float32"},
         disable_tqdm=False,
     )
 
@@ -197,6 +198,7 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
         import torch
 
         torch.set_num_threads(cfg.threads)
+    cfg = replace(cfg, dtype=resolve_dtype(cfg.dtype))  # the saved config says what ran
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = last_checkpoint(out)

@@ -78,7 +78,8 @@ def sft(
     policy: Annotated[str, typer.Option("--policy", help="Embedded model name, .gguf, or HF model directory.")] = "qwen2.5-coder-0.5b",
     prompt: Annotated[str, typer.Option("--prompt", help="Prompt template the labels were sampled with: solve (verifiable) or raw (free-form).")] = "solve",
     epochs: float = 1.0, learning_rate: float = 1e-4, batch_size: int = 4, max_length: int = 1024,
-    lora_r: int = 16, max_steps: int = -1, dtype: str = "bf16", seed: int = 0,
+    lora_r: int = 16, max_steps: int = -1, seed: int = 0,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto (bf16 where the hardware computes in it, else fp32), bf16 or fp32.")] = "auto",
 ) -> None:
     """CaT-SFT baseline: fine-tune (LoRA) on the synthesized references of `catrl label`. Resumable."""
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from catrl.engines.base import OnResult
 from catrl.errors import EngineError
+from catrl.precision import resolve_dtype, torch_dtype
 from catrl.types import ChatRequest, Completion, Sampling, ScoredContinuation
 
 
@@ -33,7 +34,7 @@ class TransformersEngine:
     supports_scoring = False
 
     def __init__(self, model_dir: str | Path, adapter_dir: str | Path | None = None, batch_size: int = 16,
-                 dtype: str = "bf16", threads: int | None = None, timeout_s: float | None = None):
+                 dtype: str = "auto", threads: int | None = None, timeout_s: float | None = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -44,8 +45,8 @@ class TransformersEngine:
         self.tok = AutoTokenizer.from_pretrained(str(self.model_dir), padding_side="left")
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(
-            str(self.model_dir), dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
+        self.dtype = resolve_dtype(dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=torch_dtype(self.dtype))
         dirs = [self.model_dir]
         if adapter_dir:
             from peft import PeftModel
@@ -55,7 +56,7 @@ class TransformersEngine:
         self.model.eval()
         self._end_ids = {self.tok.eos_token_id, self.tok.pad_token_id}
         self.batch_size, self.timeout_s = batch_size, timeout_s
-        self.identity = f"transformers:{self.model_dir.name}:{_fingerprint(*dirs)}"
+        self.identity = f"transformers:{self.model_dir.name}:{_fingerprint(*dirs)}:{self.dtype}"  # bf16 and fp32 decode differently
 
     def generate(self, requests: Sequence[ChatRequest], sampling: Sampling, n: int = 1,
                  on_result: OnResult | None = None) -> list[list[Completion]]:
