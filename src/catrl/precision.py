@@ -1,7 +1,7 @@
 """The float type of the in-process (transformers) policy: `auto` picks bf16 only where the hardware
 computes in it. bf16 halves memory, but on a CPU without bf16 instructions (AVX512-BF16 or AMX)
-torch converts every operand and a 512-token prefill matmul ran 6x slower than in fp32 on an
-AVX2-only EPYC (docs/bench/README.md, precision); there `auto` means fp32."""
+torch converts every operand: on an AVX2-only EPYC a 512-row matmul ran 5.9x slower than in fp32, a
+16-row (decode) one 2.2x (docs/bench/precision.txt); there `auto` means fp32."""
 
 from __future__ import annotations
 
