@@ -5,7 +5,7 @@ initial model frozen on llama.cpp as anchor, the first 200 GSM8K test questions 
 prompts; no label reaches the reward). Accuracy is greedy, through the same transformers engine
 before and after, on those 200 questions and on 200 disjoint ones (GSM8K test 200-399), with
 Wilson CIs and paired differences. Every stage resumes: the evaluations through the call cache,
-training from its last checkpoint. Also says why accuracy moved or not: the share of greedy answers
+training from its last checkpoint. Training runs first (its checkpoints are the state a stop keeps). Also says why accuracy moved or not: the share of greedy answers
 with a final answer and cut off at the limit, and the training audit graded against gold afterwards
 (reference accuracy, and the share of rewarded rollouts that were right). Copies metrics, curves and
 the summary into docs/cat_rl/ and ends with `cat_rl: before=<acc> after=<acc> heldout_before=<acc> heldout_after=<acc>`.
@@ -104,15 +104,16 @@ def main() -> None:
     cache = CallCache(default_call_cache())
     base_dir = resolve_policy(cfg.policy)
 
+    if not args.eval_only:  # training first: its checkpoints are what a stopped run keeps; the evaluations are cached calls
+        t0 = time.time()
+        res = train(cfg)
+        train_s = time.time() - t0
     base = CachedEngine(TransformersEngine(base_dir, dtype=cfg.dtype, threads=cfg.threads), cache)
     before = greedy_graded(base, train_ex, "before, train"), greedy_graded(base, held_ex, "before, held-out")
     base.close()
     if args.eval_only:
         print(f"before: train {accuracy(correct(before[0])).mean:.3f} held-out {accuracy(correct(before[1])).mean:.3f}")
         return
-    t0 = time.time()
-    res = train(cfg)
-    train_s = time.time() - t0
     after_engine = CachedEngine(TransformersEngine(res.merged_dir, dtype=cfg.dtype, threads=cfg.threads), cache)
     after = greedy_graded(after_engine, train_ex, "after, train"), greedy_graded(after_engine, held_ex, "after, held-out")
 
