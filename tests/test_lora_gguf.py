@@ -212,3 +212,29 @@ def test_engine_refuses_a_missing_or_foreign_adapter(tmp_path, smol_path):
     foreign = adapter_to_gguf(_adapter(tmp_path / "ad"), _base(tmp_path / "b.gguf", "qwen2"), tmp_path / "qwen.gguf")
     with pytest.raises(InputError, match="could not load this LoRA"):
         LlamaCppEngine("smollm2-135m", lora_path=foreign, max_seqs=1, n_ctx_seq=256, n_threads=1)
+
+
+@pytest.mark.real_model
+def test_answer_with_a_trained_adapter_keeps_the_anchor_frozen(smol_lora, smol_path, tmp_path):
+    """`catrl answer --adapter DIR`: the rollouts come from the adapted policy, the synthesis from the base model."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    adapter = smol_lora[0] / "adapter"
+    cache = tmp_path / "c.sqlite"
+    cmd = [sys.executable, "-m", "catrl.cli", "answer", "What is 7 times 6?", "-g", "2", "--max-tokens", "24", "--model", "smollm2-135m",
+           "--adapter", str(adapter), "--cache", str(cache), "--max-seqs", "4", "--ctx", "1024"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    with sqlite3.connect(cache) as db:
+        kinds = dict(db.execute("SELECT engine, GROUP_CONCAT(DISTINCT kind) FROM calls GROUP BY engine").fetchall())
+    adapted = [e for e in kinds if ":lora-" in e]
+    assert len(kinds) == 2 and len(adapted) == 1, kinds  # the rollouts under the adapter, the synthesis on the base model
+    base = next(e for e in kinds if e not in adapted)
+    assert adapted[0].startswith(base + ":lora-")
+
+    r = subprocess.run([*cmd[:-8], "--base-url", "http://127.0.0.1:9/v1", "--adapter", str(adapter)], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
+    assert r.returncode == 2 and "--lora-modules" in r.stdout + r.stderr
+    r = subprocess.run([*cmd[:-8], "--adapter", str(tmp_path)], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
+    assert r.returncode == 2 and "not a PEFT LoRA directory" in r.stdout + r.stderr

@@ -151,3 +151,25 @@ def adapter_to_gguf(adapter_dir: Path, base_gguf: Path, out: Path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def adapter_gguf_for(adapter: Path, base_gguf: Path) -> Path:
+    """A LoRA GGUF for `adapter`: a .gguf as given, or a PEFT directory converted once into the user
+    cache (keyed by the adapter's and the base model's bytes, so a retrained adapter converts again)."""
+    import hashlib
+
+    from catrl.paths import cache_dir
+
+    adapter = Path(adapter).expanduser()
+    if adapter.suffix == ".gguf":
+        if not adapter.is_file():
+            raise InputError(f"{adapter}: LoRA GGUF not found")
+        return adapter
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise InputError(f"{adapter}: not a PEFT LoRA directory (no adapter_model.safetensors) nor a .gguf")
+    h = hashlib.sha256(weights.read_bytes())
+    h.update((adapter / "adapter_config.json").read_bytes() if (adapter / "adapter_config.json").is_file() else b"")
+    h.update(f"{base_gguf.resolve()}:{base_gguf.stat().st_size}".encode())
+    out = cache_dir() / "adapters" / f"{h.hexdigest()[:16]}.gguf"
+    return out if out.is_file() else adapter_to_gguf(adapter, base_gguf, out)

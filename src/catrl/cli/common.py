@@ -64,15 +64,17 @@ AnchorFlashOpt = Annotated[bool | None, typer.Option(
     "--anchor-flash-attn/--no-anchor-flash-attn",
     help="Embedded anchor named by --anchor-model: llama.cpp's flash attention (default: llama.cpp's choice, on for CPU). "
          "Off decoded ~1.4x faster after ~2,600-token anchor prompts (docs/bench/README.md).")]
+AdapterOpt = Annotated[Path | None, typer.Option(
+    "--adapter", help="Policy LoRA: a `catrl train` run's adapter/ (PEFT, converted once for llama.cpp) or a LoRA .gguf; the anchor stays the base model.")]
 GOpt = Annotated[int, typer.Option("--g", "-g", help="Rollouts per question (G).")]
 
 
-def engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache, flash_attn=None):
+def engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache, flash_attn=None, adapter=None):
     from catrl.engines.factory import EngineOptions
 
     return EngineOptions(
         model=model, base_url=base_url, api_key=api_key, max_seqs=max_seqs, n_ctx_seq=ctx, threads=threads, flash_attn=flash_attn,
-        concurrency=concurrency, timeout_s=timeout, cache_path=cache, use_cache=not no_cache,
+        concurrency=concurrency, timeout_s=timeout, cache_path=cache, use_cache=not no_cache, adapter=str(adapter) if adapter else None,
     )
 
 
@@ -97,9 +99,10 @@ def policy_and_anchor(opts, anchor_model, anchor_base_url, anchor_flash_attn=Non
                          "is the policy's own engine: name the same model to give the anchor an engine of its own")
     policy = open_pulled(opts)
     if anchor_model is None and anchor_base_url is None:
-        return policy, policy
+        # a policy with --adapter is a trained one; the anchor stays the frozen initial model
+        return policy, (open_pulled(replace(opts, adapter=None)) if opts.adapter else policy)
     flash = opts.flash_attn if anchor_flash_attn is None else anchor_flash_attn  # `catrl serve`'s judge keeps the anchor's
-    aopts = replace(opts, model=anchor_model or opts.model, base_url=anchor_base_url, flash_attn=flash)
+    aopts = replace(opts, model=anchor_model or opts.model, base_url=anchor_base_url, flash_attn=flash, adapter=None)
     return policy, open_pulled(aopts)
 
 

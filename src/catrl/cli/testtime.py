@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from catrl import models
-from catrl.cli.common import (AnchorFlashOpt, AnchorModelOpt, AnchorUrlOpt, ApiKeyOpt, BaseUrlOpt, CacheOpt, ConcOpt, CtxOpt, GOpt,
+from catrl.cli.common import (AdapterOpt, AnchorFlashOpt, AnchorModelOpt, AnchorUrlOpt, ApiKeyOpt, BaseUrlOpt, CacheOpt, ConcOpt, CtxOpt, GOpt,
                               MaxSeqsOpt, ModelOpt, NoCacheOpt, ThreadsOpt, TimeoutOpt, app, console, engine_opts, fail, open_pulled,
                               out, policy_and_anchor, progress, sampling_of, stage_ticker)
 from catrl.errors import CatrlError
@@ -31,6 +31,7 @@ def generate(
     seed: Annotated[int, typer.Option(help="Sampling seed (sample j of a row uses a seed derived from it).")] = 0,
     stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")] = None,
     model: ModelOpt = models.DEFAULT_MODEL,
+    adapter: AdapterOpt = None,
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
     cache: CacheOpt = None,
@@ -50,7 +51,7 @@ def generate(
         examples = load_examples(data, parse_field_map(field), limit=limit)
         output = output or Path(f"{Path(data).stem}.rollouts.jsonl")
         sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed, stop=tuple(stop or ()))
-        engine = open_pulled(engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache))
+        engine = open_pulled(engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache, adapter=adapter))
         t0 = time.perf_counter()
         with progress() as prog:
             task = prog.add_task(f"generating {n} x {len(examples)} rows", total=len(examples))
@@ -85,7 +86,7 @@ def eval_cmd(
     max_tokens: Annotated[int, typer.Option(help="Max new tokens per rollout.")] = 512,
     anchor_max_tokens: Annotated[int, typer.Option(help="Max new tokens of the synthesized reference.")] = 1024,
     seed: int = 0,
-    model: ModelOpt = models.DEFAULT_MODEL, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
+    model: ModelOpt = models.DEFAULT_MODEL, adapter: AdapterOpt = None, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
     anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None, anchor_flash_attn: AnchorFlashOpt = None,
     cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096,
     threads: ThreadsOpt = None, timeout: TimeoutOpt = None, concurrency: ConcOpt = 16,
@@ -113,7 +114,7 @@ def eval_cmd(
         _eval_freeform(dataset, parse_field_map(field), limit, g, methods or "single,min_ppl,self_bon,cat", method_limit, out_dir,
                        sampling_of(temperature, top_p, top_k, max_tokens, seed, logprobs=True),
                        sampling_of(temperature, top_p, top_k, anchor_max_tokens, seed),
-                       engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache),
+                       engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache, adapter=adapter),
                        anchor_model, anchor_base_url, grader_model, grader_base_url, judge_model, judge_base_url, judge_mode, validity,
                        judge_max_tokens, anchor_flash_attn)
         return
@@ -135,7 +136,7 @@ def eval_cmd(
             g_sweep=tuple(k for k in (int(x) for x in sweep.split(",") if x.strip()) if k <= g), sweep_limit=sweep_limit, match=match,
         )
         cfg.check()
-        opts = engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache)
+        opts = engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache, adapter=adapter)
         policy, anchor = policy_and_anchor(opts, anchor_model, anchor_base_url, anchor_flash_attn)
         with progress() as prog:
             tick = stage_ticker(prog)
@@ -171,9 +172,9 @@ def _other_engine(opts, policy, model_name, url):
     """The policy's engine unless another model or server is named."""
     from dataclasses import replace
 
-    if model_name is None and url is None:
+    if model_name is None and url is None and not opts.adapter:
         return policy
-    return open_pulled(replace(opts, model=model_name or opts.model, base_url=url))
+    return open_pulled(replace(opts, model=model_name or opts.model, base_url=url, adapter=None))
 
 
 def _eval_freeform(dataset, field_map, limit, g, methods, method_limit, out_dir, sampling, anchor_sampling, opts,
@@ -229,7 +230,7 @@ def answer(
     g: GOpt = 8,
     temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, max_tokens: int = 512, seed: int = 0,
     show_reference: Annotated[bool, typer.Option("--show-reference/--answer-only", help="Print the synthesized reference text.")] = True,
-    model: ModelOpt = models.DEFAULT_MODEL, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
+    model: ModelOpt = models.DEFAULT_MODEL, adapter: AdapterOpt = None, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
     anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None, anchor_flash_attn: AnchorFlashOpt = None,
     cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096,
     threads: ThreadsOpt = None, timeout: TimeoutOpt = None, concurrency: ConcOpt = 16,
@@ -242,7 +243,7 @@ def answer(
     from catrl.verify import extract_answer
 
     try:
-        opts = engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache)
+        opts = engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache, adapter=adapter)
         policy, anchor = policy_and_anchor(opts, anchor_model, anchor_base_url, anchor_flash_attn)
         sampling = sampling_of(temperature, top_p, top_k, max_tokens, seed)
         with console.status(f"sampling {g} rollouts"):
@@ -274,7 +275,7 @@ def label(
     g: GOpt = 8,
     task: Annotated[str, typer.Option("--task", help="verifiable (reference + final answer) or freeform (reference + self-proposed rubric).")] = "verifiable",
     temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, max_tokens: int = 512, seed: int = 0,
-    model: ModelOpt = models.DEFAULT_MODEL, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
+    model: ModelOpt = models.DEFAULT_MODEL, adapter: AdapterOpt = None, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
     anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None, anchor_flash_attn: AnchorFlashOpt = None,
     cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096,
     threads: ThreadsOpt = None, timeout: TimeoutOpt = None, concurrency: ConcOpt = 16,
@@ -285,7 +286,7 @@ def label(
 
     try:
         examples = load_examples(data, parse_field_map(field), limit=limit)
-        opts = engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache)
+        opts = engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache, adapter=adapter)
         policy, anchor = policy_and_anchor(opts, anchor_model, anchor_base_url, anchor_flash_attn)
         with progress() as prog:
             bar = prog.add_task(f"labeling {len(examples)} rows (G={g})", total=len(examples))

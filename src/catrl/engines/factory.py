@@ -23,6 +23,7 @@ class EngineOptions:
     n_ctx_seq: int = 4096
     threads: int | None = None
     flash_attn: bool | None = None  # None: llama.cpp's choice (on for CPU); False decodes faster after long prompts
+    adapter: str | None = None  # a PEFT LoRA directory (converted once, cached) or a llama.cpp LoRA .gguf
     # server engine
     concurrency: int = 16
     max_retries: int = 5
@@ -33,6 +34,10 @@ class EngineOptions:
 
 
 def open_engine(opts: EngineOptions) -> Engine:
+    if opts.base_url and opts.adapter:
+        from catrl.errors import InputError
+
+        raise InputError("--adapter applies a LoRA on the embedded engine; a server loads its own (vLLM: --lora-modules)")
     if opts.base_url:
         from catrl.engines.openai import OpenAIConfig, OpenAIEngine
 
@@ -45,9 +50,15 @@ def open_engine(opts: EngineOptions) -> Engine:
     else:
         from catrl.engines.llamacpp import LlamaCppEngine
 
+        lora = None
+        if opts.adapter:
+            from catrl.lora_gguf import adapter_gguf_for
+            from catrl.models import resolve
+
+            lora = adapter_gguf_for(Path(opts.adapter), resolve(opts.model))
         engine = LlamaCppEngine(
             opts.model, max_seqs=opts.max_seqs, n_ctx_seq=opts.n_ctx_seq, n_threads=opts.threads, timeout_s=opts.timeout_s,
-            flash_attn=opts.flash_attn,
+            flash_attn=opts.flash_attn, lora_path=lora,
         )
     if not opts.use_cache:
         return engine
