@@ -109,7 +109,10 @@ def test_prompts_sharing_a_long_prefix_reuse_its_kv(smol_engine):
     alone = [smol_engine.generate([r], s)[0] for r in reqs]
     for (a,), (b,) in zip(shared, alone):
         assert a.prompt_tokens == b.prompt_tokens
-        assert abs(a.logprobs[0].logprob - b.logprobs[0].logprob) < 0.05  # same first-token distribution
+        # same first token, nearly the same log-probability: the reused KV was computed in other batches,
+        # whose float sums differ by CPU (0.066 nats on an AVX2-only EPYC, under 0.05 with AVX-512)
+        assert a.logprobs[0].token == b.logprobs[0].token
+        assert abs(a.logprobs[0].logprob - b.logprobs[0].logprob) < 0.1
     assert sum(a.text == b.text for (a,), (b,) in zip(shared, alone)) >= 3
 
 
