@@ -105,8 +105,6 @@ class CallCache:
 CALL_FIELDS = {"engine": str, "kind": str, "request": dict}
 
 
-
-
 def export_calls(cache: CallCache, path: str | Path, engine_contains: str | None = None, kind: str | None = None) -> int:
     """Write the cache's calls as JSONL (one call a line: engine, kind, request, result, created), so a
     run's exact model calls travel with its report and another machine replays them for free."""

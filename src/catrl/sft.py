@@ -80,12 +80,13 @@ def sft(labels: Path, opts: SFTOptions) -> Path:
     policy_dir = resolve_policy(opts.policy)
     tok = AutoTokenizer.from_pretrained(str(policy_dir))
     cpu = not torch.cuda.is_available()
+    bf16 = resolve_dtype(opts.dtype) == "bf16"
     args = SFTConfig(
-        output_dir=str(out), use_cpu=cpu, bf16=resolve_dtype(opts.dtype) == "bf16" and not cpu, gradient_checkpointing=False,
+        output_dir=str(out), use_cpu=cpu, bf16=bf16 and not cpu, gradient_checkpointing=False,
         num_train_epochs=opts.epochs, max_steps=opts.max_steps, learning_rate=opts.learning_rate,
         per_device_train_batch_size=opts.batch_size, max_length=opts.max_length,
         save_steps=opts.save_steps, save_total_limit=2, logging_steps=1, report_to="none", seed=opts.seed,
-        model_init_kwargs={"dtype": "bfloat16" if resolve_dtype(opts.dtype) == "bf16" else "float32"},
+        model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32"},
     )
     peft_config = LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, task_type="CAUSAL_LM",
                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]) if opts.lora_r else None

@@ -95,9 +95,10 @@ def grpo_args(cfg: TrainConfig, out: Path):
     from trl import GRPOConfig
 
     micro = cfg.micro_batch or cfg.g
+    bf16 = resolve_dtype(cfg.dtype) == "bf16"
     return GRPOConfig(
         output_dir=str(out),
-        use_cpu=_no_accelerator(), bf16=resolve_dtype(cfg.dtype) == "bf16" and not _no_accelerator(),
+        use_cpu=_no_accelerator(), bf16=bf16 and not _no_accelerator(),
         gradient_checkpointing=False,
         num_generations=cfg.g,
         # one optimizer step = one generation batch of prompts_per_step whole groups, scored in one reward
@@ -109,7 +110,7 @@ def grpo_args(cfg: TrainConfig, out: Path):
         learning_rate=cfg.learning_rate, beta=cfg.beta, loss_type=cfg.loss_type,
         max_steps=cfg.steps, save_steps=cfg.save_steps, save_strategy="steps", save_total_limit=2,
         logging_steps=1, report_to="none", seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
-        model_init_kwargs={"dtype": "bfloat16" if resolve_dtype(cfg.dtype) == "bf16" else "float32"},
+        model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32"},
         disable_tqdm=False,
     )
 
