@@ -2,9 +2,11 @@
 
 The run is docs/cat_rl/config.yaml (Qwen2.5-Coder-0.5B policy with LoRA in transformers, the same
 initial model frozen on llama.cpp as anchor, the first 200 GSM8K test questions as unlabeled
-prompts; no label reaches the reward). Accuracy is greedy, through the same transformers engine
-before and after, on those 200 questions and on 200 disjoint ones (GSM8K test 200-399), with
-Wilson CIs and paired differences. Every stage resumes: the evaluations through the call cache,
+prompts; no label reaches the reward). Accuracy is greedy, through the same engine before and after,
+on those 200 questions and on 200 disjoint ones (GSM8K test 200-399), with Wilson CIs and paired
+differences. The engine is llama.cpp by default (the policy's GGUF, then the same GGUF with the
+trained LoRA converted: the weights the trainer sampled from, ~10x faster than transformers' generate
+on this CPU); `--eval-engine transformers` evaluates the HF policy and the merged model instead. Every stage resumes: the evaluations through the call cache,
 training from its last checkpoint. Training runs first (its checkpoints are the state a stop keeps). Also says why accuracy moved or not: the share of greedy answers
 with a final answer and cut off at the limit, and the training audit graded against gold afterwards
 (reference accuracy, and the share of rewarded rollouts that were right). Copies metrics, curves and
@@ -37,7 +39,9 @@ from catrl.precision import resolve_dtype
 from catrl.report.table import AUDIT_HEADER, audit_rows
 from catrl.rollouts import build_request
 from catrl.run_audit import grade_group, read_audit, stretches
-from catrl.train import train
+from catrl.engines.llamacpp import LlamaCppEngine
+from catrl.lora_gguf import adapter_gguf_for
+from catrl.train import policy_gguf, resolve_rollouts, train
 from catrl.train_config import load_config
 from catrl.types import Sampling
 from catrl.verify import extract_answer, is_right
@@ -94,6 +98,7 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=200)
     ap.add_argument("--eval-only", action="store_true", help="only the before-evaluation (to warm the cache)")
     ap.add_argument("--out", type=Path, default=Path("docs/cat_rl"))
+    ap.add_argument("--eval-engine", choices=("llamacpp", "transformers"), default="llamacpp")
     args = ap.parse_args()
     cfg = load_config(args.config, args.set)
     if cfg.limit is None:
@@ -108,14 +113,24 @@ def main() -> None:
         t0 = time.time()
         res = train(cfg)
         train_s = time.time() - t0
-    base = CachedEngine(TransformersEngine(base_dir, dtype=cfg.dtype, threads=cfg.threads), cache)
+    gguf = policy_gguf(cfg.policy)
+    on_llamacpp = args.eval_engine == "llamacpp" and gguf is not None
+
+    def engine_for(trained: Path | None, adapter: Path | None):
+        if on_llamacpp and (trained is None or adapter is not None):
+            lora = adapter_gguf_for(adapter, gguf) if adapter is not None else None
+            return CachedEngine(LlamaCppEngine(str(gguf), max_seqs=32, n_ctx_seq=1024, n_threads=cfg.threads, lora_path=lora), cache)
+        return CachedEngine(TransformersEngine(trained or base_dir, dtype=cfg.dtype, threads=cfg.threads), cache)
+
+    base = engine_for(None, None)
     before = greedy_graded(base, train_ex, "before, train"), greedy_graded(base, held_ex, "before, held-out")
     base.close()
     if args.eval_only:
         print(f"before: train {accuracy(correct(before[0])).mean:.3f} held-out {accuracy(correct(before[1])).mean:.3f}")
         return
-    after_engine = CachedEngine(TransformersEngine(res.merged_dir, dtype=cfg.dtype, threads=cfg.threads), cache)
+    after_engine = engine_for(res.merged_dir, res.adapter_dir)
     after = greedy_graded(after_engine, train_ex, "after, train"), greedy_graded(after_engine, held_ex, "after, held-out")
+    after_engine.close()
 
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("metrics.jsonl", "curves.png", "config.yaml"):
@@ -137,7 +152,8 @@ def main() -> None:
     print(f"command: python bench/cat_rl.py --config {args.config} {' '.join('--set ' + s for s in args.set)}; machine {summary['machine']}")
     teacher = f"anchor {cfg.anchor or cfg.policy} (llama.cpp, frozen)" if cfg.reward == "cat" else "reward: majority vote (TTRL), no anchor"
     print(f"policy {cfg.policy} + LoRA r={cfg.lora_r} ({resolve_dtype(cfg.dtype)}); {teacher}; {res.steps} GRPO steps, "
-          f"G={cfg.g}, {cfg.prompts_per_step} questions/step, lr {cfg.learning_rate}; greedy, max {GREEDY.max_tokens} tokens")
+          f"G={cfg.g}, {cfg.prompts_per_step} questions/step, lr {cfg.learning_rate}, rollouts on {resolve_rollouts(cfg)}; "
+          f"greedy on {'llama.cpp' if on_llamacpp else 'transformers'}, max {GREEDY.max_tokens} tokens")
     print(f"{'set':<26}{'before':>18}{'after':>18}{'after - before':>26}")
     for key, label in (("train", f"train (GSM8K {cfg.offset}-{cfg.offset + cfg.limit - 1})"), ("heldout", "held-out (disjoint)")):
         s = summary[key]

@@ -2,12 +2,14 @@
 (answer verification) and the rest (old-policy log-probs, loss, backward, optimizer step).
 
 Runs `--steps` real GRPO steps of the README's CPU config (Qwen2.5-Coder-0.5B policy with LoRA in
-transformers, the same initial model frozen on llama.cpp as anchor, G=8, 2 GSM8K questions per step)
-in a scratch directory. Generation is timed around the trainer's `_generate`, synthesis and
+transformers, the same initial model frozen on llama.cpp as anchor, G=8, 2 GSM8K questions per step,
+micro-batches of 4) in a scratch directory. Generation is timed around the trainer's `_generate`, synthesis and
 verification inside the reward, the whole step by trainer callbacks; the first step (warm-up) is
-reported but left out of the shares. Ends with `grpo_step: cat_share=<(synthesis + reward) / step>`.
+reported but left out of the shares. With rollouts on llama.cpp (the default for this config on a
+CPU), generation includes the adapter sync, also shown on its own. Compare the two rollout paths
+with `--set rollouts=transformers`. Ends with `grpo_step: cat_share=<(synthesis + reward) / step>`.
 
-    python bench/grpo_step.py [--steps 4] [--policy qwen2.5-coder-0.5b]
+    python bench/grpo_step.py [--steps 4] [--policy qwen2.5-coder-0.5b] [--set rollouts=transformers]
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 from transformers import TrainerCallback
 
 from catrl.precision import resolve_dtype
-from catrl.train import build_run
+from catrl.train import build_run, resolve_rollouts
 from catrl.train_config import load_config
 
 
@@ -46,13 +48,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="grpo_step-") as tmp:
         cfg = load_config(None, [f"policy={args.policy}", f"steps={args.steps}", f"save_steps={args.steps + 1}",
-                                 f"output_dir={tmp}", "g=8", "prompts_per_step=2", "max_completion_tokens=320",
+                                 f"output_dir={tmp}", "g=8", "prompts_per_step=2", "micro_batch=4", "max_completion_tokens=320",
                                  "anchor_max_tokens=640", *args.set])
         run = build_run(cfg, progress=False)
         trainer, reward = run.trainer, run.reward
         clock = StepClock()
         trainer.add_callback(clock)
         gen_seconds: list[float] = []
+        sync_seconds: list[float] = []
         stage_seconds: list[dict[str, float]] = []
         inner_generate = trainer._generate
 
@@ -62,6 +65,7 @@ def main() -> None:
                 return inner_generate(*a, **kw)
             finally:
                 gen_seconds.append(time.perf_counter() - t0)
+                sync_seconds.append(run.rollouts.last_seconds.get("sync", 0.0) if run.rollouts else 0.0)
 
         trainer._generate = timed_generate
         inner_call = reward.__call__
@@ -77,18 +81,20 @@ def main() -> None:
         trainer.reward_funcs[0] = Timed()
         trainer.train()
         reward.reward.anchor.close()
+        if run.rollouts:
+            run.rollouts.engine.close()
 
     rows = []
     for i, total in enumerate(clock.seconds):
         gen, st = gen_seconds[i], stage_seconds[i]
         rest = total - gen - st["synthesis"] - st["verify"]
-        rows.append((i + 1, total, gen, st["synthesis"], st["verify"], rest))
+        rows.append((i + 1, total, gen, st["synthesis"], st["verify"], rest, sync_seconds[i]))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; policy {cfg.policy} (transformers, LoRA r={cfg.lora_r}, {resolve_dtype(cfg.dtype)}), "
-          f"anchor {cfg.anchor or cfg.policy} (llama.cpp); G={cfg.g}, {cfg.prompts_per_step} questions/step, "
+          f"rollouts on {resolve_rollouts(cfg)}, anchor {cfg.anchor or cfg.policy} (llama.cpp); G={cfg.g}, {cfg.prompts_per_step} questions/step, "
           f"max {cfg.max_completion_tokens} new tokens, anchor max {cfg.anchor_max_tokens}")
-    print(f"{'step':>4}{'total s':>9}{'generate':>10}{'synthesis':>11}{'verify':>8}{'loss+opt':>10}")
+    print(f"{'step':>4}{'total s':>9}{'generate':>10}{'(sync)':>8}{'synthesis':>11}{'verify':>8}{'loss+opt':>10}")
     for r in rows:
-        print(f"{r[0]:>4}{r[1]:>9.1f}{r[2]:>10.1f}{r[3]:>11.1f}{r[4]:>8.2f}{r[5]:>10.1f}")
+        print(f"{r[0]:>4}{r[1]:>9.1f}{r[2]:>10.1f}{r[6]:>8.1f}{r[3]:>11.1f}{r[4]:>8.2f}{r[5]:>10.1f}")
     measured = rows[1:] or rows
     tot = sum(r[1] for r in measured)
     share = {name: sum(r[k] for r in measured) / tot for k, name in ((2, "generate"), (3, "synthesis"), (4, "verify"), (5, "loss+opt"))}

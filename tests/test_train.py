@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from catrl.errors import InputError
 from catrl.sft import read_labels
@@ -45,6 +46,23 @@ def test_config_errors_name_file_line_and_field(tmp_path, text, overrides, messa
     p.write_text(text)
     with pytest.raises(InputError, match=message):
         load_config(p, overrides)
+
+
+def test_rollouts_auto_picks_llamacpp_only_where_it_can_run_the_policy(tmp_path, monkeypatch):
+    from catrl import train as train_mod
+
+    monkeypatch.setattr(train_mod, "_no_accelerator", lambda: True)
+    monkeypatch.setattr(train_mod, "policy_gguf", lambda policy: None if policy.startswith("/") else tmp_path / "p.gguf")
+    assert train_mod.resolve_rollouts(load_config(None, ["policy=qwen2.5-coder-0.5b"])) == "llamacpp"
+    assert train_mod.resolve_rollouts(load_config(None, ["lora_r=0"])) == "transformers"  # full fine-tuning: no adapter to convert
+    assert train_mod.resolve_rollouts(load_config(None, [f"policy={tmp_path}/hf", "anchor=x"])) == "transformers"
+    assert train_mod.resolve_rollouts(load_config(None, ["rollouts=transformers"])) == "transformers"
+    with pytest.raises(InputError, match="'rollouts' = 'llamacpp' needs a GGUF policy"):
+        train_mod.resolve_rollouts(load_config(None, [f"policy={tmp_path}/hf", "anchor=x", "rollouts=llamacpp"]))
+    monkeypatch.setattr(train_mod, "_no_accelerator", lambda: False)
+    assert train_mod.resolve_rollouts(load_config(None, [])) == "transformers"  # a GPU generates in transformers
+    with pytest.raises(InputError, match=r"field 'rollouts' = 'vllm' must be auto, llamacpp or transformers"):
+        load_config(None, ["rollouts=vllm"])
 
 
 def test_prompt_rows_offset_gold_and_length_filter():
@@ -121,6 +139,9 @@ def test_two_real_grpo_steps_see_whole_groups(tmp_path, smol_path):
     assert [r["step"] for r in audit] == [1, 1, 2, 2]
     assert (run / "adapter" / "adapter_config.json").is_file() and (run / "merged" / "config.json").is_file()
     assert (run / "curves.png").stat().st_size > 0 and (run / "config.yaml").is_file()
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["rollouts"] == "llamacpp" and saved["dtype"] == "fp32"  # auto resolved: a GGUF policy with LoRA on a CPU
+    assert all(m["completions/mean_length"] > 0 for m in metrics)
     # the run's own audit trail reads back and grades against gold afterwards (`catrl audit`)
     from catrl.report.html_audit import write_audit_html
     from catrl.run_audit import grade_group, read_audit, stretches
@@ -136,10 +157,11 @@ def test_two_real_grpo_steps_see_whole_groups(tmp_path, smol_path):
 @pytest.mark.real_model
 @pytest.mark.slow
 def test_majority_baseline_trains_with_no_anchor(tmp_path, smol_path):
-    """reward=majority (TTRL's pseudo-label): a real GRPO step whose audit shows the vote as the reference."""
+    """reward=majority (TTRL's pseudo-label): a real GRPO step whose audit shows the vote as the reference.
+    It samples in transformers (rollouts: transformers), which keeps TRL's own generation path tested."""
     from catrl.train import train
 
-    cfg = load_config(None, SMOL + ["steps=1", "save_steps=1", "reward=majority", f"output_dir={tmp_path / 'run'}"])
+    cfg = load_config(None, SMOL + ["steps=1", "save_steps=1", "reward=majority", "rollouts=transformers", f"output_dir={tmp_path / 'run'}"])
     res = train(cfg, progress=False)
     assert res.steps == 1
     metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])

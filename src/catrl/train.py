@@ -91,6 +91,37 @@ def build_reward(cfg: TrainConfig, audit_path: Path):
     return CaTRewardFunc(reward, num_generations=cfg.g, gold_column="gold", id_column="id", audit_path=audit_path)
 
 
+def policy_gguf(policy: str) -> Path | None:
+    """The GGUF a policy is dequantized from (an embedded name or a .gguf file); None for an HF directory."""
+    from catrl import models
+
+    if policy in models.REGISTRY or (Path(policy).expanduser().suffix == ".gguf" and Path(policy).expanduser().is_file()):
+        return models.resolve(policy)
+    return None
+
+
+def resolve_rollouts(cfg: TrainConfig) -> str:
+    """`auto`: llama.cpp where it can run the policy (a GGUF policy with LoRA) and no GPU runs transformers."""
+    if cfg.rollouts != "auto":
+        if cfg.rollouts == "llamacpp" and (policy_gguf(cfg.policy) is None or cfg.lora_r == 0):
+            raise InputError(f"config: field 'rollouts' = 'llamacpp' needs a GGUF policy (embedded name or .gguf) with LoRA (lora_r > 0); "
+                             f"policy is {cfg.policy!r}, lora_r {cfg.lora_r}")
+        return cfg.rollouts
+    return "llamacpp" if policy_gguf(cfg.policy) is not None and cfg.lora_r > 0 and _no_accelerator() else "transformers"
+
+
+def build_rollouts(cfg: TrainConfig, out: Path):
+    """The llama.cpp rollout function for GRPOTrainer (rollouts: llamacpp)."""
+    from catrl.engines.llamacpp import LlamaCppEngine
+    from catrl.integrations.llamacpp_rollouts import LlamaCppRollouts
+
+    gguf = policy_gguf(cfg.policy)
+    engine = LlamaCppEngine(str(gguf), max_seqs=cfg.g * cfg.prompts_per_step, n_threads=cfg.threads,
+                            n_ctx_seq=cfg.max_prompt_tokens + cfg.max_completion_tokens + 16)
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_tokens=cfg.max_completion_tokens, seed=cfg.seed)
+    return LlamaCppRollouts(engine, gguf, out / "rollout_lora", sampling)
+
+
 def grpo_args(cfg: TrainConfig, out: Path):
     from trl import GRPOConfig
 
@@ -179,6 +210,7 @@ class Run:
 
     trainer: Any
     reward: Any  # the CaTRewardFunc
+    rollouts: Any  # the LlamaCppRollouts, or None when the trainer generates with transformers
     tokenizer: Any
     output_dir: Path
     checkpoint: Path | None
@@ -187,6 +219,7 @@ class Run:
 
 def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL; pyproject pins the TRL it was tested with
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer
@@ -199,7 +232,7 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    cfg = replace(cfg, dtype=resolve_dtype(cfg.dtype))  # the saved config says what ran
+    cfg = replace(cfg, dtype=resolve_dtype(cfg.dtype), rollouts=resolve_rollouts(cfg))  # the saved config says what ran
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = last_checkpoint(out)
@@ -223,6 +256,7 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
     if dropped:
         log.warning("dropped %d prompts longer than max_prompt_tokens=%d", dropped, cfg.max_prompt_tokens)
     reward = build_reward(cfg, out / "audit.jsonl")
+    rollouts = build_rollouts(cfg, out) if cfg.rollouts == "llamacpp" else None
     peft_config = None
     if cfg.lora_r > 0:
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -230,11 +264,11 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
     trainer = GRPOTrainer(
         model=str(policy_dir), reward_funcs=[reward], args=grpo_args(cfg, out),
         train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft_config,
-        callbacks=[metrics_callback(out / "metrics.jsonl")],
+        callbacks=[metrics_callback(out / "metrics.jsonl")], rollout_func=rollouts,
     )
     if not progress:
         trainer.remove_callback(ProgressCallback)
-    return Run(trainer, reward, tok, out, ckpt, resumed_step)
+    return Run(trainer, reward, rollouts, tok, out, ckpt, resumed_step)
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
@@ -255,6 +289,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     finally:
         if (anchor := getattr(run.reward.reward, "anchor", None)) is not None:  # the majority baseline has none
             anchor.close()
+        if run.rollouts is not None:
+            run.rollouts.engine.close()
     return TrainResult(run.output_dir, run.trainer.state.global_step, run.resumed_step, adapter_dir, merged_dir, curves)
 
 

@@ -59,6 +59,7 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    rollouts: str = "auto"  # where GRPO samples: llamacpp (the policy's GGUF plus the current LoRA; auto picks it for a GGUF policy with LoRA on a CPU) | transformers
     dtype: str = "auto"  # auto (bf16 where the hardware computes in it, else fp32) | bf16 | fp32
     # bookkeeping
     output_dir: str = "runs/cat-rl"
@@ -81,6 +82,7 @@ class TrainConfig:
             ("anchor_timeout_s", self.anchor_timeout_s is None or self.anchor_timeout_s > 0, "must be > 0 (or null: no limit)"),
             ("beta", self.beta >= 0, "must be >= 0"),
             ("max_completion_tokens", self.max_completion_tokens >= 1, "must be >= 1"),
+            ("rollouts", self.rollouts in ("auto", "llamacpp", "transformers"), "must be auto, llamacpp or transformers"),
             ("dtype", self.dtype in ("auto", "bf16", "fp32"), "must be auto, bf16 or fp32"),
             ("lora_r", self.lora_r >= 0, "must be >= 0"),
             ("save_steps", self.save_steps >= 1, "must be >= 1"),

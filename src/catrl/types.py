@@ -67,10 +67,14 @@ class Completion:
     completion_tokens: int
     logprobs: list[TokenLogprob] | None = None
     cached: bool = field(default=False, compare=False)
+    # the sampled token ids, ending with the end-of-generation token when there was one: what a trainer
+    # needs to score exactly what was sampled. Engine-local (llama.cpp only): never cached, so None on a hit
+    token_ids: list[int] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("cached")
+        d.pop("token_ids")
         return d
 
     @classmethod

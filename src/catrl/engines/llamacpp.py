@@ -73,6 +73,7 @@ class _Seq:
     pieces: list[bytes] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     finish: str | None = None
+    eog: int | None = None  # the end-of-generation token that ended it
     text_len: int = 0  # bytes already checked for stop strings
 
 
@@ -169,12 +170,9 @@ class LlamaCppEngine:
         _silence_llama_logs()
         self.path = models.resolve(model)
         sha = models.REGISTRY[model].sha256 if model in models.REGISTRY else file_sha256(self.path)
-        self.identity = f"llamacpp:{sha}" + ("" if kv_type == "f16" else f":kv-{kv_type}") + (":nofa" if flash_attn is False else "")
-        self.lora_path = Path(lora_path).expanduser() if lora_path is not None else None
-        if self.lora_path is not None:
-            if not self.lora_path.is_file():
-                raise InputError(f"{self.lora_path}: LoRA GGUF not found")
-            self.identity += f":lora-{hashlib.sha256(self.lora_path.read_bytes()).hexdigest()[:16]}" + ("" if lora_scale == 1.0 else f"x{lora_scale:g}")
+        self._base_identity = f"llamacpp:{sha}" + ("" if kv_type == "f16" else f":kv-{kv_type}") + (":nofa" if flash_attn is False else "")
+        self.identity = self._base_identity
+        self.lora_path: Path | None = None
         self.name = model
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
@@ -199,13 +197,8 @@ class LlamaCppEngine:
         cparams.n_threads_batch = threads
         self._ctx = internals.LlamaContext(model=self._model, params=cparams, verbose=False)
         self._lora = None
-        if self.lora_path is not None:
-            self._lora = llama_cpp.llama_adapter_lora_init(self._model.model, str(self.lora_path).encode())
-            if not self._lora:
-                raise InputError(f"{self.lora_path}: llama.cpp could not load this LoRA for {self.path.name} (CATRL_LLAMA_VERBOSE=1 says why)")
-            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._lora)
-            if llama_cpp.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, (ctypes.c_float * 1)(lora_scale)) != 0:
-                raise EngineError(f"{self.identity}: llama.cpp refused to attach the LoRA {self.lora_path}")
+        if lora_path is not None:
+            self.set_lora(lora_path, lora_scale)
         self.n_ctx = llama_cpp.llama_n_ctx(self._ctx.ctx)
         self.n_ctx_seq = self.n_ctx // (max_seqs + 1)
         self._stash = max_seqs  # sequence id holding the last long prompt, for prefix reuse
@@ -219,6 +212,33 @@ class LlamaCppEngine:
         # one (kind, tokens in the batch, seconds) row per llama_decode, kind "prefill" or "decode": lets a
         # benchmark split wall time into prompt processing, full-batch decoding and the small-batch tail
         self.decode_log: list[tuple[str, int, float]] = []
+
+    def set_lora(self, lora_path: str | Path | None, lora_scale: float = 1.0) -> None:
+        """Apply a llama.cpp LoRA GGUF on top of the base weights (None: the base model again), replacing
+        the one applied before. The base stays loaded, so a trainer can swap in its adapter after every
+        optimizer step for the price of reading the adapter. The identity follows the adapter's bytes."""
+        with self._lock:
+            path = Path(lora_path).expanduser() if lora_path is not None else None
+            new = None
+            if path is not None:
+                if not path.is_file():
+                    raise InputError(f"{path}: LoRA GGUF not found")
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+                new = llama_cpp.llama_adapter_lora_init(self._model.model, str(path).encode())
+                if not new:
+                    raise InputError(f"{path}: llama.cpp could not load this LoRA for {self.path.name} (CATRL_LLAMA_VERBOSE=1 says why)")
+                adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(new)
+                rc = llama_cpp.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, (ctypes.c_float * 1)(lora_scale))
+            else:
+                rc = llama_cpp.llama_set_adapters_lora(self._ctx.ctx, None, 0, None)
+            if rc != 0:
+                if new:
+                    llama_cpp.llama_adapter_lora_free(new)
+                raise EngineError(f"{self._base_identity}: llama.cpp refused to attach the LoRA {path}")
+            if self._lora:  # detached above; its memory goes now
+                llama_cpp.llama_adapter_lora_free(self._lora)
+            self._lora, self.lora_path = new, path
+            self.identity = self._base_identity + (f":lora-{digest}" + ("" if lora_scale == 1.0 else f"x{lora_scale:g}") if path else "")
 
     # -- templates and tokens ----------------------------------------------------------------
     def _chat_formatter(self) -> Jinja2ChatFormatter:
@@ -332,6 +352,7 @@ class LlamaCppEngine:
                 prompt_tokens=len(prompts[seq.r]),
                 completion_tokens=len(seq.tokens),
                 logprobs=seq.logprobs,
+                token_ids=seq.tokens + ([seq.eog] if seq.eog is not None else []),
             )
             remaining[seq.r] -= 1
             if remaining[seq.r] == 0 and on_result:
@@ -353,6 +374,7 @@ class LlamaCppEngine:
         def accept(seq: _Seq, idx: int) -> None:
             tok = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx.ctx, idx)
             if llama_cpp.llama_vocab_is_eog(self.vocab, tok):
+                seq.eog = tok
                 finish(seq, "stop")
                 return
             if seq.logprobs is not None:
