@@ -12,6 +12,7 @@ lora_b matrices get the same permutation; A multiplies the input side and stays 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -75,6 +76,22 @@ def _read_config(adapter_dir: Path) -> dict:
     return cfg
 
 
+@functools.lru_cache(maxsize=4)
+def _base_info(path: str, size: int, mtime_ns: int) -> tuple[str, int, int, int, dict[str, tuple[int, ...]]]:  # noqa: ARG001 - the key
+    """What conversion needs of a base GGUF: architecture, block and head counts, tensor shapes (ggml
+    order: in, out). Memoized per file version: GGUFReader parses the whole vocabulary (~15 s for
+    Qwen2.5's 151k tokens), and a trainer converts its adapter after every step."""
+    base_gguf = Path(path)
+    reader = gguf.GGUFReader(base_gguf)
+    arch = _field(reader, "general.architecture", base_gguf)
+    if arch not in ARCHS:
+        raise InputError(f"{base_gguf}: general.architecture is {arch!r}; LoRA conversion supports {sorted(ARCHS)}")
+    n_blocks = int(_field(reader, f"{arch}.block_count", base_gguf))
+    n_head = int(_field(reader, f"{arch}.attention.head_count", base_gguf))
+    n_head_kv = int(_field(reader, f"{arch}.attention.head_count_kv", base_gguf))
+    return arch, n_blocks, n_head, n_head_kv, {t.name: tuple(int(x) for x in t.shape) for t in reader.tensors}
+
+
 def adapter_to_gguf(adapter_dir: Path, base_gguf: Path, out: Path) -> Path:
     """Convert `adapter_dir` (adapter_config.json + adapter_model.safetensors), trained on the HF form
     of `base_gguf`, into a llama.cpp LoRA GGUF at `out` (written to a temporary file, then renamed)."""
@@ -88,14 +105,8 @@ def adapter_to_gguf(adapter_dir: Path, base_gguf: Path, out: Path) -> Path:
     if not base_gguf.is_file():
         raise InputError(f"{base_gguf}: base GGUF not found")
 
-    reader = gguf.GGUFReader(base_gguf)
-    arch = _field(reader, "general.architecture", base_gguf)
-    if arch not in ARCHS:
-        raise InputError(f"{base_gguf}: general.architecture is {arch!r}; LoRA conversion supports {sorted(ARCHS)}")
-    n_blocks = int(_field(reader, f"{arch}.block_count", base_gguf))
-    n_head = int(_field(reader, f"{arch}.attention.head_count", base_gguf))
-    n_head_kv = int(_field(reader, f"{arch}.attention.head_count_kv", base_gguf))
-    base_shapes = {t.name: tuple(int(x) for x in t.shape) for t in reader.tensors}  # ggml order: (in, out)
+    st = base_gguf.stat()
+    arch, n_blocks, n_head, n_head_kv, base_shapes = _base_info(str(base_gguf.resolve()), st.st_size, st.st_mtime_ns)
     tmap = gguf.get_tensor_name_map(ARCHS[arch], n_blocks)
 
     # alpha/r is PEFT's scale and llama.cpp's (it divides by each lora_b's rank); rsLoRA's alpha/sqrt(r) folds in
