@@ -32,6 +32,15 @@ def _is_hf_dir(p: Path) -> bool:
     return p.is_dir() and (p / "config.json").is_file()
 
 
+def policy_gguf(spec: str) -> Path | None:
+    """The GGUF a policy is dequantized from (an embedded name or a .gguf file); None for anything else
+    (an HF directory)."""
+    p = Path(spec).expanduser()
+    if spec in models.REGISTRY or (p.suffix == ".gguf" and p.is_file()):
+        return models.resolve(spec)
+    return None
+
+
 def resolve_policy(spec: str) -> Path:
     """An embedded model name, a .gguf file or an HF model directory -> an HF model directory."""
     p = Path(spec).expanduser()

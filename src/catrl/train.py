@@ -23,6 +23,7 @@ from catrl import prompting
 from catrl.datasets import gold_answer, load_examples
 from catrl.engines.factory import EngineOptions, open_engine
 from catrl.errors import InputError
+from catrl.hf_policy import policy_gguf
 from catrl.precision import resolve_dtype
 from catrl.report.plots import plot_curves
 from catrl.train_config import TrainConfig, dump_config
@@ -91,23 +92,15 @@ def build_reward(cfg: TrainConfig, audit_path: Path):
     return CaTRewardFunc(reward, num_generations=cfg.g, gold_column="gold", id_column="id", audit_path=audit_path)
 
 
-def policy_gguf(policy: str) -> Path | None:
-    """The GGUF a policy is dequantized from (an embedded name or a .gguf file); None for an HF directory."""
-    from catrl import models
-
-    if policy in models.REGISTRY or (Path(policy).expanduser().suffix == ".gguf" and Path(policy).expanduser().is_file()):
-        return models.resolve(policy)
-    return None
-
-
 def resolve_rollouts(cfg: TrainConfig) -> str:
     """`auto`: llama.cpp where it can run the policy (a GGUF policy with LoRA) and no GPU runs transformers."""
+    can = policy_gguf(cfg.policy) is not None and cfg.lora_r > 0
     if cfg.rollouts != "auto":
-        if cfg.rollouts == "llamacpp" and (policy_gguf(cfg.policy) is None or cfg.lora_r == 0):
+        if cfg.rollouts == "llamacpp" and not can:
             raise InputError(f"config: field 'rollouts' = 'llamacpp' needs a GGUF policy (embedded name or .gguf) with LoRA (lora_r > 0); "
                              f"policy is {cfg.policy!r}, lora_r {cfg.lora_r}")
         return cfg.rollouts
-    return "llamacpp" if policy_gguf(cfg.policy) is not None and cfg.lora_r > 0 and _no_accelerator() else "transformers"
+    return "llamacpp" if can and _no_accelerator() else "transformers"
 
 
 def build_rollouts(cfg: TrainConfig, out: Path):

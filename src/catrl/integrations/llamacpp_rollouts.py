@@ -14,9 +14,9 @@ dequantized weights (0.03 nats per token apart on average in tests/test_lora_ggu
 from __future__ import annotations
 
 import hashlib
-import logging
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,6 @@ from catrl.grouping import consecutive_runs
 from catrl.integrations.trl import prompt_key
 from catrl.lora_gguf import adapter_to_gguf
 from catrl.types import ChatRequest, Sampling
-
-log = logging.getLogger(__name__)
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -70,8 +68,7 @@ class LlamaCppRollouts:
         t1 = time.perf_counter()
         runs = consecutive_runs([prompt_key(p) for p in prompts])  # TRL repeats each prompt G times in a row
         requests = [as_request(prompts[run[0]]) for run in runs]
-        sampling = Sampling(temperature=self.sampling.temperature, top_p=self.sampling.top_p, top_k=self.sampling.top_k,
-                            max_tokens=self.sampling.max_tokens, seed=step_seed(self.sampling.seed, step))
+        sampling = replace(self.sampling, seed=step_seed(self.sampling.seed, step))
         results: list[list[Any]] = [[] for _ in runs]
         # groups of different sizes cannot share one call's n: one call per distinct size (almost always one)
         for n in sorted({len(run) for run in runs}):
