@@ -27,6 +27,7 @@ from rich.console import Console
 
 from catrl.cache import CallCache
 from catrl.engines.base import CachedEngine
+from catrl.engines.factory import group_context
 from catrl.engines.llamacpp import LlamaCppEngine
 from catrl.evaluate import EvalConfig, run_eval, summarize, write_results
 from catrl.paths import default_call_cache
@@ -47,13 +48,15 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None)
     args = ap.parse_args()
 
-    engine = CachedEngine(LlamaCppEngine(args.model, max_seqs=64, n_ctx_seq=4096), CallCache(args.cache or default_call_cache()))
     cfg = EvalConfig(
         dataset="gsm8k", limit=args.limit, g=8,
         methods=tuple(args.methods.split(",")),
         method_limits={"self_bon": args.bon_limit, "usc": args.bon_limit, "mutual": args.mutual_limit},
         g_sweep=(1, 2, 4, 8), sweep_limit=args.sweep_limit,
     )
+    # room for 8 rollouts of 512 tokens in one anchor prompt plus its 1,024-token answer (6,400 tokens)
+    ctx = group_context(cfg.g, cfg.sampling.max_tokens, cfg.anchor_sampling.max_tokens)
+    engine = CachedEngine(LlamaCppEngine(args.model, max_seqs=64, n_ctx_seq=ctx), CallCache(args.cache or default_call_cache()))
     console = Console(stderr=True)
     t0 = time.time()
     last = {}

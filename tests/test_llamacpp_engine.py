@@ -72,16 +72,37 @@ def test_more_samples_than_slots_and_callbacks(smol_engine):
     assert sorted(seen) == [(0, 7), (1, 7), (2, 7)]
 
 
-def test_prompt_too_long_is_an_input_error(smol_engine):
-    with pytest.raises(InputError, match="per-sequence context"):
-        smol_engine.generate([ChatRequest.user("word " * 2000)], Sampling(max_tokens=8))
+def test_a_prompt_too_long_fails_alone_and_is_not_cached(smol_engine, tmp_path):
+    """One over-long group must not sink the batch: it gets n empty `prompt_too_long` completions
+    (logprobs [] so min-PPL never picks them), the others decode as they would alone, and the cache
+    keeps only the calls that do not depend on the context size."""
+    from catrl.cache import CallCache
+    from catrl.engines.base import CachedEngine
+
+    long = ChatRequest.user("word " * 2000)
+    s = Sampling(temperature=0, max_tokens=8, logprobs=True)
+    seen = []
+    cached = CachedEngine(smol_engine, CallCache(tmp_path / "c.sqlite"))
+    out = cached.generate([REQS[0], long], s, n=2, on_result=lambda i, c: seen.append(i))
+    assert sorted(seen) == [0, 1]
+    assert [(c.text, c.finish_reason, c.completion_tokens, c.logprobs) for c in out[1]] == [("", "prompt_too_long", 0, [])] * 2
+    assert out[1][0].prompt_tokens > smol_engine.n_ctx_seq
+    assert [c.text for c in out[0]] == [c.text for c in smol_engine.generate([REQS[0]], s, n=2)[0]]
+    cached.calls_made = 0
+    cached.generate([REQS[0], long], s, n=2)
+    assert cached.calls_made == 1  # the short request came from the cache, the long one was asked again
 
 
-def test_completion_is_capped_by_the_context_left(smol_engine):
-    prompt = ChatRequest.user("Tell a very long story. " + "word " * 900)
-    used = len(smol_engine.tokenize_prompt(prompt))
+def test_completion_cut_by_the_context_finishes_context(smol_engine):
+    words = 1000
+    while len(smol_engine.tokenize_prompt(ChatRequest.user("Tell a very long story. " + "word " * words))) > smol_engine.n_ctx_seq - 4:
+        words -= 1
+    prompt = ChatRequest.user("Tell a very long story. " + "word " * words)
+    left = smol_engine.n_ctx_seq - len(smol_engine.tokenize_prompt(prompt))
     c = smol_engine.generate([prompt], Sampling(max_tokens=500, temperature=0), n=1)[0][0]
-    assert c.completion_tokens <= smol_engine.n_ctx_seq - used
+    assert (c.completion_tokens, c.finish_reason) == (left, "context")
+    short = smol_engine.generate([REQS[0]], Sampling(max_tokens=3, temperature=0), n=1)[0][0]
+    assert (short.completion_tokens, short.finish_reason) == (3, "length")
 
 
 def test_timeout_bounds_a_call(smol_path):

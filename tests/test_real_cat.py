@@ -40,6 +40,17 @@ def test_cat_reward_on_a_real_anchor(smol_engine):
     assert rec.reference.text and ("no_reference_answer" in rec.flags or rec.reference.answer is not None)
 
 
+def test_a_group_too_long_for_the_anchor_is_flagged_and_the_others_are_scored(smol_engine):
+    """The defined outcome when a group outgrows the anchor's context (here 1,024 tokens): that group
+    scores 0 with flags naming why; the other group of the same batched call is scored as usual."""
+    long = ["word " * 400 + "\\boxed{7}"] * 3
+    short = ["3 + 4 = 7. \\boxed{7}", "\\boxed{7}", "\\boxed{8}"]
+    bad, ok = CaTReward(smol_engine, sampling=Sampling(**SMALL)).score_groups([None, None], [long, short])
+    assert bad.rewards == [0.0] * 3 and bad.reference.text == "" and bad.reference.finish_reason == "prompt_too_long"
+    assert bad.flags == ["reference_prompt_too_long", "no_reference_answer"]
+    assert ok.reference.text and "reference_prompt_too_long" not in ok.flags
+
+
 def _cli(*args, tmp_path):
     return subprocess.run([sys.executable, "-m", "catrl.cli", *args, "--model", "smollm2-135m", "--cache", str(tmp_path / "c.sqlite"),
                            "--max-seqs", "8", "--ctx", "1024"], capture_output=True, text=True, timeout=600)

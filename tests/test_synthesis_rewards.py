@@ -72,3 +72,11 @@ def test_majority_reward_is_the_vote_with_no_model_call():
     assert none.rewards == [0.0, 0.0] and none.flags == ["no_reference_answer"]
     with pytest.raises(InputError, match="empty group"):
         MajorityReward().score_groups([None], [[]])
+
+
+def test_group_context_fits_a_whole_group_and_the_answer():
+    from catrl.engines.factory import group_context
+
+    assert group_context(8, 512, 1024) == 6400  # 8 x 528 + 1024 + 1024 = 6272, rounded up to 256
+    assert group_context(4, 384, 1024) == 3840
+    assert group_context(1, 16, 16) == 1792  # 32 + 512 (the answer gets at least that) + 1024

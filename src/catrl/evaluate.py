@@ -20,7 +20,7 @@ from catrl.engines.base import Engine
 from catrl.errors import InputError
 from catrl.metrics import accuracy, paired_diff
 from catrl.rollouts import build_request
-from catrl.synthesis import synthesize_many
+from catrl.synthesis import reference_flags, synthesize_many
 from catrl.types import Sampling
 from catrl.verify import equivalent, extract_answer, is_right
 
@@ -96,7 +96,8 @@ def run_eval(policy: Engine, anchor: Engine, cfg: EvalConfig, progress: Progress
         refs = synthesize_many(anchor, texts[:k], "reasoning", cfg.anchor_sampling, ids=[e.id for e in examples[:k]],
                                on_result=stage_counter(tick, "synthesis", k))
         for i, ref in enumerate(refs):
-            results_methods[i]["cat"] = {"index": None, "answer": ref.answer, "flags": [] if ref.answer else ["no_reference_answer"]}
+            results_methods[i]["cat"] = {"index": None, "answer": ref.answer,
+                                         "flags": ([] if ref.answer else ["no_reference_answer"]) + reference_flags(ref)}
 
     # 3) baselines
     for i in range(cap("single") if "single" in cfg.methods else 0):

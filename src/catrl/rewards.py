@@ -26,7 +26,7 @@ from catrl.errors import EngineError, InputError
 from catrl.judging import judge_many
 from catrl.rubrics import propose_rubrics
 from catrl.selection import majority_of_answers
-from catrl.synthesis import synthesize_many
+from catrl.synthesis import reference_flags, synthesize_many
 from catrl.types import Message, Reference, RewardRecord, Rubric, Sampling, Verdict
 from catrl.verify import DEFAULT_TIMEOUT_S, equivalent, extract_answer
 
@@ -75,7 +75,7 @@ def verifiable_rewards(reference: Reference, rollouts: Sequence[str], mode: str 
     """Pure scoring of rollouts against a reference (no model call)."""
     answers = [extract_answer(r) for r in rollouts]
     rec = RewardRecord(rewards=[0.0] * len(rollouts), reference=reference, answers=answers,
-                       matches=[False] * len(rollouts), rollout_flags=[[] for _ in rollouts])
+                       matches=[False] * len(rollouts), rollout_flags=[[] for _ in rollouts], flags=reference_flags(reference))
     if reference.answer is None:
         rec.flags.append("no_reference_answer")
         return rec
@@ -219,8 +219,10 @@ class RubricReward:
         out, k = [], 0
         for gi, (ref, rub, g) in enumerate(zip(refs, rubrics, groups, strict=True)):
             lens = list(lengths[gi]) if lengths is not None else self._lengths(g)
-            out.append(rubric_rewards(ref, rub, flat[k : k + len(g)], weighted=self.weighted, lengths=lens,
-                                      length_limit=self.length_limit, length_penalty=self.length_penalty))
+            rec = rubric_rewards(ref, rub, flat[k : k + len(g)], weighted=self.weighted, lengths=lens,
+                                 length_limit=self.length_limit, length_penalty=self.length_penalty)
+            rec.flags += reference_flags(ref)
+            out.append(rec)
             k += len(g)
         return out
 

@@ -13,7 +13,7 @@ from catrl import prompting
 from catrl.delimit import escape_delimiters, format_candidates
 from catrl.engines.base import Engine, OnResult
 from catrl.errors import InputError
-from catrl.types import ChatRequest, Reference, Sampling
+from catrl.types import CONTEXT_BOUND, ChatRequest, Reference, Sampling
 from catrl.verify import extract_answer
 
 MODES = ("reasoning", "freeform")
@@ -52,6 +52,13 @@ def synthesize_many(
         answer = extract_answer(comp.text) if mode == "reasoning" else None
         refs.append(Reference(text=comp.text, answer=answer, prompt=req.to_list(), finish_reason=comp.finish_reason))
     return refs
+
+
+def reference_flags(reference: Reference) -> list[str]:
+    """`reference_context` / `reference_prompt_too_long`: the anchor's engine had too little context
+    for this group (its reference is cut or empty), which says to raise the context, not that the
+    anchor failed."""
+    return [f"reference_{reference.finish_reason}"] if reference.finish_reason in CONTEXT_BOUND else []
 
 
 def synthesize(

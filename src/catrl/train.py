@@ -21,7 +21,7 @@ from typing import Any
 
 from catrl import prompting
 from catrl.datasets import gold_answer, load_examples
-from catrl.engines.factory import EngineOptions, open_engine
+from catrl.engines.factory import EngineOptions, group_context, open_engine
 from catrl.errors import InputError
 from catrl.hf_policy import policy_gguf
 from catrl.precision import resolve_dtype
@@ -78,6 +78,7 @@ def build_reward(cfg: TrainConfig, audit_path: Path):
         raise InputError("config: field 'anchor' is required when 'policy' is an HF directory (the anchor runs on llama.cpp or a server)")
     anchor = open_engine(EngineOptions(model=anchor_model, base_url=cfg.anchor_base_url, threads=cfg.threads,
                                        max_seqs=max(4, cfg.prompts_per_step * (1 if cfg.task == "math" else cfg.g)),
+                                       n_ctx_seq=group_context(cfg.g, cfg.max_completion_tokens, cfg.anchor_max_tokens),
                                        timeout_s=None if cfg.anchor_base_url else cfg.anchor_timeout_s,
                                        flash_attn=cfg.anchor_flash_attn, use_cache=False))
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_tokens=cfg.anchor_max_tokens, seed=cfg.seed)

@@ -57,12 +57,18 @@ class TokenLogprob:
     logprob: float
 
 
+# finish reasons set by the engine's context size rather than the request: "context" (the sequence's
+# context filled before max_tokens) and "prompt_too_long" (no room for one token; empty text). Never
+# cached, since raising the context changes them; a reference that ends so is flagged.
+CONTEXT_BOUND = frozenset({"context", "prompt_too_long"})
+
+
 @dataclass
 class Completion:
     """One sampled completion of a chat request."""
 
     text: str
-    finish_reason: str  # "stop" | "length"
+    finish_reason: str  # "stop" | "length" (max_tokens) | one of CONTEXT_BOUND
     prompt_tokens: int
     completion_tokens: int
     logprobs: list[TokenLogprob] | None = None

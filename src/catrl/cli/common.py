@@ -53,6 +53,9 @@ CacheOpt = Annotated[Path | None, typer.Option("--cache", help="Call cache (SQLi
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the call cache.")]
 MaxSeqsOpt = Annotated[int, typer.Option("--max-seqs", help="Embedded engine: sequences decoded together.")]
 CtxOpt = Annotated[int, typer.Option("--ctx", help="Embedded engine: tokens per sequence (prompt + completion).")]
+GroupCtxOpt = Annotated[int | None, typer.Option("--ctx", help=(
+    "Embedded engine: tokens per sequence (prompt + completion). Default: room to read a whole group in one prompt, "
+    "G x (max-tokens + 16) + the anchor's max tokens + 1024, rounded up to 256."))]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Embedded engine: CPU threads (default: all cores).")]
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds one model call may take (server: per HTTP request).")]
 ConcOpt = Annotated[int, typer.Option("--concurrency", help="Server engine: requests in flight.")]

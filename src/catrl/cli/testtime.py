@@ -10,9 +10,10 @@ import typer
 from rich.table import Table
 
 from catrl import models
-from catrl.cli.common import (AdapterOpt, AnchorFlashOpt, AnchorModelOpt, AnchorUrlOpt, ApiKeyOpt, BaseUrlOpt, CacheOpt, ConcOpt, CtxOpt, GOpt,
+from catrl.cli.common import (AdapterOpt, AnchorFlashOpt, AnchorModelOpt, AnchorUrlOpt, ApiKeyOpt, BaseUrlOpt, CacheOpt, ConcOpt, CtxOpt, GOpt, GroupCtxOpt,
                               MaxSeqsOpt, ModelOpt, NoCacheOpt, ThreadsOpt, TimeoutOpt, app, console, engine_opts, fail, open_pulled,
                               out, policy_and_anchor, progress, sampling_of, stage_ticker)
+from catrl.engines.factory import group_context
 from catrl.errors import CatrlError
 
 
@@ -88,7 +89,7 @@ def eval_cmd(
     seed: int = 0,
     model: ModelOpt = models.DEFAULT_MODEL, adapter: AdapterOpt = None, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
     anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None, anchor_flash_attn: AnchorFlashOpt = None,
-    cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096,
+    cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: GroupCtxOpt = None,
     threads: ThreadsOpt = None, timeout: TimeoutOpt = None, concurrency: ConcOpt = 16,
     grader_model: Annotated[str | None, typer.Option("--grader-model", help="Free-form: the model grading with physician rubrics (default: the policy model).")] = None,
     grader_base_url: Annotated[str | None, typer.Option("--grader-base-url", help="Free-form: the grader on an OpenAI-compatible server.")] = None,
@@ -110,6 +111,7 @@ def eval_cmd(
     except CatrlError as e:
         fail(e)
         return
+    ctx = ctx or group_context(g, max_tokens, anchor_max_tokens)
     if freeform:
         _eval_freeform(dataset, parse_field_map(field), limit, g, methods or "single,min_ppl,self_bon,cat", method_limit, out_dir,
                        sampling_of(temperature, top_p, top_k, max_tokens, seed, logprobs=True),
@@ -232,7 +234,7 @@ def answer(
     show_reference: Annotated[bool, typer.Option("--show-reference/--answer-only", help="Print the synthesized reference text.")] = True,
     model: ModelOpt = models.DEFAULT_MODEL, adapter: AdapterOpt = None, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
     anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None, anchor_flash_attn: AnchorFlashOpt = None,
-    cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096,
+    cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: GroupCtxOpt = None,
     threads: ThreadsOpt = None, timeout: TimeoutOpt = None, concurrency: ConcOpt = 16,
 ) -> None:
     """Answer one question: G rollouts, their majority answer, and the CaT reference synthesized from them."""
@@ -243,7 +245,8 @@ def answer(
     from catrl.verify import extract_answer
 
     try:
-        opts = engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache, adapter=adapter)
+        opts = engine_opts(model, base_url, api_key, max_seqs, ctx or group_context(g, max_tokens, 2 * max_tokens), threads, timeout,
+                           concurrency, cache, no_cache, adapter=adapter)
         policy, anchor = policy_and_anchor(opts, anchor_model, anchor_base_url, anchor_flash_attn)
         sampling = sampling_of(temperature, top_p, top_k, max_tokens, seed)
         with console.status(f"sampling {g} rollouts"):
@@ -277,7 +280,7 @@ def label(
     temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, max_tokens: int = 512, seed: int = 0,
     model: ModelOpt = models.DEFAULT_MODEL, adapter: AdapterOpt = None, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
     anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None, anchor_flash_attn: AnchorFlashOpt = None,
-    cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096,
+    cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: GroupCtxOpt = None,
     threads: ThreadsOpt = None, timeout: TimeoutOpt = None, concurrency: ConcOpt = 16,
 ) -> None:
     """Label an unlabeled dataset with CaT references (no gold used): reference text plus answer and agreement stats, or (--task freeform) a rubric. Resumable."""
@@ -286,7 +289,8 @@ def label(
 
     try:
         examples = load_examples(data, parse_field_map(field), limit=limit)
-        opts = engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache, adapter=adapter)
+        opts = engine_opts(model, base_url, api_key, max_seqs, ctx or group_context(g, max_tokens, 2 * max_tokens), threads, timeout,
+                           concurrency, cache, no_cache, adapter=adapter)
         policy, anchor = policy_and_anchor(opts, anchor_model, anchor_base_url, anchor_flash_attn)
         with progress() as prog:
             bar = prog.add_task(f"labeling {len(examples)} rows (G={g})", total=len(examples))

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 from catrl.cache import CallCache, call_key
 from catrl.errors import EngineError
-from catrl.types import ChatRequest, Completion, Sampling, ScoredContinuation
+from catrl.types import CONTEXT_BOUND, ChatRequest, Completion, Sampling, ScoredContinuation
 
 OnResult = Callable[[int, list[Completion]], None]
 """Called with (request index, its n completions) as soon as one request is complete."""
@@ -80,7 +80,8 @@ class CachedEngine:
 
         def store(j: int, comps: list[Completion]) -> None:
             i = missing[j]
-            self.cache.put(keys[i], self.identity, "generate", _generate_request(requests[i], sampling, n), [c.to_dict() for c in comps])
+            if not any(c.finish_reason in CONTEXT_BOUND for c in comps):  # those depend on --ctx, not on the key
+                self.cache.put(keys[i], self.identity, "generate", _generate_request(requests[i], sampling, n), [c.to_dict() for c in comps])
             out[i] = comps
             if on_result:
                 on_result(i, comps)

@@ -33,6 +33,16 @@ class EngineOptions:
     use_cache: bool = True
 
 
+def group_context(g: int, max_tokens: int, answer_tokens: int, slack: int = 1024) -> int:
+    """Tokens per sequence for an embedded engine that reads whole groups: G rollouts of up to
+    `max_tokens` each inside one prompt (the anchor's synthesis, self-selection, USC, mutual
+    predictability), plus that call's answer (`answer_tokens`, at least 512) and `slack` for the
+    question and the template; rounded up to 256. A smaller context cuts references short (flag
+    `reference_context`) or leaves no room at all (`reference_prompt_too_long`)."""
+    need = g * (max_tokens + 16) + max(answer_tokens, 512) + slack
+    return -(-need // 256) * 256
+
+
 def open_engine(opts: EngineOptions) -> Engine:
     if opts.base_url and opts.adapter:
         from catrl.errors import InputError

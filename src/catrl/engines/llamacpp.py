@@ -313,17 +313,23 @@ class LlamaCppEngine:
     ) -> list[list[Completion]]:
         deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
         prompts = [self.tokenize_prompt(r) for r in requests]
-        # a completion may use what the prompt leaves of the sequence's context (then finish "length")
+        # a completion may use what the prompt leaves of the sequence's context (then finish "context");
+        # a prompt that leaves nothing gets n empty "prompt_too_long" completions: one long group must not
+        # sink a batch of hundreds (the caller flags it; CachedEngine does not store either outcome)
         limits = [min(sampling.max_tokens, self.n_ctx_seq - len(p)) for p in prompts]
-        for r, p in enumerate(prompts):
-            if limits[r] < 1:
-                raise InputError(
-                    f"request {requests[r].id or r}: prompt of {len(p)} tokens leaves no room in the engine's "
-                    f"per-sequence context of {self.n_ctx_seq} tokens (raise --ctx)"
-                )
         results: list[list[Completion | None]] = [[None] * n for _ in requests]
         remaining = [n] * len(requests)
-        pending = [(r, j) for r in range(len(requests)) for j in range(n)]  # in admission order
+        too_long = [r for r in range(len(requests)) if limits[r] < 1]
+        if too_long:
+            log.warning("%d of %d prompts leave no room in the per-sequence context of %d tokens (raise --ctx); longest %d tokens",
+                        len(too_long), len(requests), self.n_ctx_seq, max(len(prompts[r]) for r in too_long))
+        for r in too_long:
+            results[r] = [Completion("", "prompt_too_long", len(prompts[r]), 0, logprobs=[] if sampling.logprobs else None, token_ids=[])
+                          for _ in range(n)]
+            remaining[r] = 0
+            if on_result:
+                on_result(r, results[r])  # type: ignore[arg-type]
+        pending = [(r, j) for r in range(len(requests)) if limits[r] >= 1 for j in range(n)]  # in admission order
         pending.reverse()
         free_slots = list(range(self.max_seqs))
         groups: list[_Group] = []  # admitted, prompt not fully prefilled yet
@@ -335,6 +341,8 @@ class LlamaCppEngine:
         batch = self._batch
 
         def finish(seq: _Seq, reason: str) -> None:
+            if reason == "length" and limits[seq.r] < sampling.max_tokens:
+                reason = "context"  # the sequence's context filled up before max_tokens
             seq.finish = reason
             llama_cpp.llama_memory_seq_rm(mem, seq.slot, -1, -1)
             llama_cpp.llama_sampler_free(seq.sampler)
