@@ -56,6 +56,27 @@ def test_score_agrees_with_generate_logprobs(smol_engine):
     assert total / compared < 0.06 and worst < 0.5, (total / compared, worst)
 
 
+def test_batched_logprobs_match_a_per_row_float64_softmax(smol_engine, monkeypatch):
+    """Logprobs come from one numpy pass over all output rows of a decode; the same tokens scored row
+    by row in float64 through llama_get_logits_ith agree, so rows map to the right sequences."""
+    import numpy as np
+
+    def per_row(n_out, block=64):  # output j through llama.cpp's own indexing (negative: j-th of the outputs)
+        rows = [smol_engine._logits(j - n_out).astype(np.float64) for j in range(n_out)]
+        return np.array([r.max() + np.log(np.exp(r - r.max()).sum()) for r in rows])
+
+    s = Sampling(temperature=0.8, max_tokens=24, seed=7, logprobs=True)
+    fast = smol_engine.generate(REQS, s, n=3)
+    fast_scored = smol_engine.score([REQS[0]] * 2, [fast[0][0].text, fast[1][1].text])
+    monkeypatch.setattr(smol_engine, "_output_logsumexp", per_row)
+    slow = smol_engine.generate(REQS, s, n=3)
+    slow_scored = smol_engine.score([REQS[0]] * 2, [fast[0][0].text, fast[1][1].text])
+    pairs = [(a, b) for gf, gs in zip(fast, slow) for cf, cs in zip(gf, gs) for a, b in zip(cf.logprobs, cs.logprobs, strict=True)]
+    pairs += [(a, b) for sf, ss in zip(fast_scored, slow_scored) for a, b in zip(sf.tokens, ss.tokens, strict=True)]
+    assert len(pairs) > 150
+    assert all(a.token == b.token and abs(a.logprob - b.logprob) < 1e-4 for a, b in pairs)
+
+
 def test_greedy_max_tokens_and_stop(smol_engine):
     g = smol_engine.generate(REQS[:1], Sampling(temperature=0, max_tokens=8), n=2)[0]
     assert g[0].text == g[1].text and g[0].finish_reason == "length" and g[0].completion_tokens == 8
