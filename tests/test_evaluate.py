@@ -61,3 +61,13 @@ def test_eval_pipeline_writes_results_summary_plot_and_html(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
     page = write_html([json.loads(x) for x in lines], s, tmp_path / "r.html", "t", "g.png").read_text()
     assert "Janet" in page and "&lt;candidate" in page  # the anchor prompt is shown, escaped
+
+
+def test_a_selector_engine_runs_the_policys_judgments_and_the_policy_only_samples():
+    policy, reader = RolloutEngine(), RolloutEngine()
+    cfg = EvalConfig(dataset="gsm8k", limit=2, methods=("single", "min_ppl", "self_bon", "usc", "mutual", "cat"), g_sweep=())
+    results = run_eval(policy, reader, cfg, selector=reader)
+    assert len(policy.requests) == 2 and not policy.scored  # the rollouts, nothing else
+    texts = [r.messages[-1]["content"] for r in reader.requests]
+    assert sum("<choice>" in t for t in texts) == 4 and len(reader.scored) == 2 * 8  # self-BoN + USC; mutual scoring
+    assert all(set(r.methods) == set(cfg.methods) for r in results)

@@ -65,8 +65,14 @@ class QuestionResult:
     sweep: dict[str, dict[str, Any]] = field(default_factory=dict)  # "k" -> cat/majority answers and correctness
 
 
-def run_eval(policy: Engine, anchor: Engine, cfg: EvalConfig, progress: Progress | None = None) -> list[QuestionResult]:
-    """All methods on the same rollouts; returns one record per question."""
+def run_eval(
+    policy: Engine, anchor: Engine, cfg: EvalConfig, progress: Progress | None = None, selector: Engine | None = None,
+) -> list[QuestionResult]:
+    """All methods on the same rollouts; returns one record per question. `selector` runs the policy's
+    own judgments after sampling (min-PPL scoring, self-BoN, USC, mutual predictability): the policy
+    by default; a caller may pass the same weights on other kernels (flash attention off decodes
+    faster after the long prompts these read)."""
+    selector = selector or policy
     cfg.check()
     tick = progress or (lambda stage, done, total: None)
     examples = load_examples(cfg.dataset, cfg.field_map, cfg.limit)
@@ -108,20 +114,20 @@ def run_eval(policy: Engine, anchor: Engine, cfg: EvalConfig, progress: Progress
             results_methods[i]["majority"] = _sel(majorities[i])
     if "min_ppl" in cfg.methods:
         k = cap("min_ppl")
-        for i, s in enumerate(selection.min_perplexity(policy, requests[:k], groups[:k])):
+        for i, s in enumerate(selection.min_perplexity(selector, requests[:k], groups[:k])):
             results_methods[i]["min_ppl"] = _sel(s)
     questions = [e.question for e in examples]
     for name, fn in (("self_bon", selection.self_select), ("usc", selection.universal_self_consistency)):
         if name in cfg.methods:
             k = cap(name)
             tick(name, 0, k)
-            for i, s in enumerate(fn(policy, questions[:k], texts[:k])):
+            for i, s in enumerate(fn(selector, questions[:k], texts[:k])):
                 results_methods[i][name] = _sel(s)
             tick(name, k, k)
     if "mutual" in cfg.methods:
         k = cap("mutual")
         for i in range(k):
-            results_methods[i]["mutual"] = _sel(selection.mutual_predictability(policy, questions[i : i + 1], texts[i : i + 1])[0])
+            results_methods[i]["mutual"] = _sel(selection.mutual_predictability(selector, questions[i : i + 1], texts[i : i + 1])[0])
             tick("mutual", i + 1, k)
 
     # 4) accuracy versus G, reusing the first k rollouts
