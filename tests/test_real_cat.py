@@ -34,6 +34,22 @@ def test_eval_all_methods_on_a_real_model(smol_engine):
     assert s["methods"]["cat"]["n"] == 2
 
 
+def test_eval_with_a_selector_engine_on_other_kernels(smol_engine):
+    """The policy's judgments on a second real engine (same weights, flash attention off), as
+    bench/cat_quality runs them; the policy engine only samples."""
+    from catrl.engines.llamacpp import LlamaCppEngine
+
+    reader = LlamaCppEngine("smollm2-135m", max_seqs=4, n_ctx_seq=1024, flash_attn=False)
+    try:
+        cfg = EvalConfig(dataset="gsm8k", limit=1, g=2, sampling=Sampling(temperature=0.7, logprobs=True, **SMALL),
+                         anchor_sampling=Sampling(temperature=0.7, **SMALL), methods=("min_ppl", "self_bon", "usc", "mutual", "cat"), g_sweep=())
+        (r,) = run_eval(smol_engine, reader, cfg, selector=reader)
+        assert set(r.methods) == set(cfg.methods) and reader.identity.endswith(":nofa")
+        assert all(m["index"] in (0, 1) for k, m in r.methods.items() if k != "cat")
+    finally:
+        reader.close()
+
+
 def test_cat_reward_on_a_real_anchor(smol_engine):
     rec = CaTReward(smol_engine, sampling=Sampling(**SMALL))(None, ["3 + 4 = 7. \\boxed{7}", "\\boxed{7}", "\\boxed{8}"])
     assert len(rec.rewards) == 3 and set(rec.rewards) <= {0.0, 1.0}

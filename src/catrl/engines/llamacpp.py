@@ -280,10 +280,14 @@ class LlamaCppEngine:
         block of rows per numpy pass: per token in float64 it cost ~4x as much, a noticeable share of
         a 64-sequence decode step when logprobs are on (min-PPL's rollouts)."""
         rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx.ctx), shape=(n_out, self.n_vocab))
+        return self._logsumexp(rows, block)
+
+    def _logsumexp(self, rows: np.ndarray, block: int = 64) -> np.ndarray:
+        """Row-wise log-sum-exp: float32 exponentials into one reused buffer, float64 sums."""
         if self._exp_buf is None:
             self._exp_buf = np.empty((block, self.n_vocab), np.float32)
-        out = np.empty(n_out, np.float64)
-        for a in range(0, n_out, block):
+        out = np.empty(len(rows), np.float64)
+        for a in range(0, len(rows), block):
             part = rows[a : a + block]
             m = part.max(axis=1, keepdims=True)
             buf = self._exp_buf[: len(part)]
@@ -292,9 +296,9 @@ class LlamaCppEngine:
         return out
 
     def _log_softmax_at(self, idx: int, token: int) -> float:
-        logits = self._logits(idx).astype(np.float64)
-        m = logits.max()
-        return float(logits[token] - m - np.log(np.exp(logits - m).sum()))
+        """One row's logprob (a prompt's first sampled token), by the same arithmetic as the batched rows."""
+        logits = self._logits(idx)
+        return float(logits[token]) - float(self._logsumexp(logits[None])[0])
 
     # -- generation ----------------------------------------------------------------------------
     def _new_sampler(self, sampling: Sampling, j: int):
