@@ -8,6 +8,10 @@ call is cached: rerun the same command to resume after a kill. Writes results, s
 HTML audit page to --out and ends with
 `cat_quality: n=<questions> single=<acc> majority=<acc> cat=<acc> cat_minus_majority=<d>`.
 
+The run's calls travel with its report: OUT/calls.jsonl.gz (an export of the call cache, written at
+the end, logprobs rounded to 4 decimals to keep it small) is imported at the start, so the same command on another machine replays every finished
+call instead of recomputing hours of rollouts.
+
     python bench/cat_quality.py [--limit 200] [--sweep-limit 200] [--out docs/cat_quality]
 """
 
@@ -25,7 +29,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from catrl.cache import CallCache
+from catrl.cache import CallCache, export_calls, import_calls
 from catrl.engines.base import CachedEngine
 from catrl.engines.factory import group_context
 from catrl.engines.llamacpp import LlamaCppEngine
@@ -46,6 +50,7 @@ def main() -> None:
     ap.add_argument("--methods", default="single,majority,min_ppl,self_bon,usc,mutual,cat")
     ap.add_argument("--out", type=Path, default=Path("docs/cat_quality"))
     ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--calls", type=Path, default=None, help="call export to resume from and to write at the end (default OUT/calls.jsonl.gz)")
     args = ap.parse_args()
 
     cfg = EvalConfig(
@@ -60,10 +65,14 @@ def main() -> None:
     # answer (6,400 tokens), flash attention off, which decoded 1.43x faster after such prompts
     # (docs/bench/kv_cache_attention.txt). Both are cached under their own identities.
     cache = CallCache(args.cache or default_call_cache())
+    console = Console(stderr=True)
+    calls = args.calls or args.out / "calls.jsonl.gz"
+    if calls.exists():
+        added, held = import_calls(cache, calls)
+        console.print(f"{calls}: imported {added:,} calls ({held:,} already held)")
     policy = CachedEngine(LlamaCppEngine(args.model, max_seqs=64, n_ctx_seq=1024), cache)
     ctx = group_context(cfg.g, cfg.sampling.max_tokens, cfg.anchor_sampling.max_tokens)
     reader = CachedEngine(LlamaCppEngine(args.model, max_seqs=64, n_ctx_seq=ctx, flash_attn=False), cache)
-    console = Console(stderr=True)
     t0 = time.time()
     last = {}
 
@@ -79,6 +88,8 @@ def main() -> None:
                          "sweep_limit": args.sweep_limit, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                          "rollout_engine": policy.identity, "anchor_and_selector_engine": reader.identity}
     write_results(results, summary, args.out)
+    # the reader's identity is the policy's plus ":nofa" (same weights), so one filter takes both
+    console.print(f"{calls}: exported {export_calls(cache, calls, engine_contains=policy.identity, logprob_digits=4):,} calls")
     plot = plot_sweep(summary, args.out / "accuracy_vs_g.png", f"GSM8K, {args.model}")
     write_html([asdict(r) for r in results], summary, args.out / "report.html", f"CaT on GSM8K ({args.model})", plot.name if plot else None)
     out = Console(width=120)

@@ -145,6 +145,33 @@ def test_import_names_file_line_and_field_of_bad_input(tmp_path):
         import_calls(cache, tmp_path / "missing.jsonl")
 
 
+def test_export_rounds_logprobs_of_completions_and_scorings_only_when_asked(tmp_path):
+    from catrl.cache import export_calls, import_calls
+
+    class LogprobEngine(CountingEngine):
+        def generate(self, requests, sampling, n=1, on_result=None):
+            return [[Completion("t", "stop", 3, 2, [TokenLogprob("a", -0.123456789), TokenLogprob("b", -2.0)])] for _ in requests]
+
+        def score(self, requests, continuations):
+            return [ScoredContinuation([TokenLogprob("x", -1.987654321)]) for _ in continuations]
+
+    here = CachedEngine(LogprobEngine(), CallCache(tmp_path / "here.sqlite"))
+    here.generate([ChatRequest.user("a")], Sampling(logprobs=True), n=1)
+    here.score([ChatRequest.user("q")], ["cont"])
+    assert export_calls(here.cache, tmp_path / "exact.jsonl") == 2
+    assert export_calls(here.cache, tmp_path / "small.jsonl.gz", logprob_digits=4) == 2
+    assert "-0.123456789" in (tmp_path / "exact.jsonl").read_text()
+
+    inner = CountingEngine()
+    there = CachedEngine(inner, CallCache(tmp_path / "there.sqlite"))
+    assert import_calls(there.cache, tmp_path / "small.jsonl.gz") == (2, 0)
+    comp = there.generate([ChatRequest.user("a")], Sampling(logprobs=True), n=1)[0][0]
+    scored = there.score([ChatRequest.user("q")], ["cont"])[0]
+    assert inner.seen == []
+    assert [(t.token, t.logprob) for t in comp.logprobs] == [("a", -0.1235), ("b", -2.0)] and comp.text == "t"
+    assert [(t.token, t.logprob) for t in scored.tokens] == [("x", -1.9877)]
+
+
 def test_cache_commands_info_export_import(tmp_path):
     from typer.testing import CliRunner
 
@@ -153,7 +180,7 @@ def test_cache_commands_info_export_import(tmp_path):
     src = CachedEngine(CountingEngine(), CallCache(tmp_path / "src.sqlite"))
     src.generate([ChatRequest.user("a")], Sampling(seed=1), n=1)
     run = CliRunner().invoke
-    r = run(app, ["cache", "export", str(tmp_path / "x.jsonl.gz"), "--engine", "fake", "--cache", str(tmp_path / "src.sqlite")])
+    r = run(app, ["cache", "export", str(tmp_path / "x.jsonl.gz"), "--engine", "fake", "--logprob-digits", "4", "--cache", str(tmp_path / "src.sqlite")])
     assert r.exit_code == 0 and "exported 1 calls" in r.output
     r = run(app, ["cache", "import", str(tmp_path / "x.jsonl.gz"), "--cache", str(tmp_path / "dst.sqlite")])
     assert r.exit_code == 0 and "imported 1 calls" in r.output

@@ -105,17 +105,31 @@ class CallCache:
 CALL_FIELDS = {"engine": str, "kind": str, "request": dict}
 
 
-def export_calls(cache: CallCache, path: str | Path, engine_contains: str | None = None, kind: str | None = None) -> int:
+def export_calls(cache: CallCache, path: str | Path, engine_contains: str | None = None, kind: str | None = None,
+                 logprob_digits: int | None = None) -> int:
     """Write the cache's calls as JSONL (one call a line: engine, kind, request, result, created), so a
-    run's exact model calls travel with its report and another machine replays them for free."""
+    run's exact model calls travel with its report and another machine replays them for free.
+    `logprob_digits` rounds every token logprob: at 4 digits (error <= 5e-5 nats) a GSM8K group of 8
+    rollouts with logprobs takes a third of its full-precision size in gzip, small enough for git."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     with gzip.open(path, "wt", encoding="utf-8") if path.suffix == ".gz" else open(path, "w", encoding="utf-8") as f:
         for row in cache.rows(engine_contains, kind):
+            if logprob_digits is not None:
+                row["result"] = _round_logprobs(row["result"], logprob_digits)
             f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
             n += 1
     return n
+
+
+def _round_logprobs(value: Any, digits: int) -> Any:
+    """A result with every number under a "logprob" key rounded (completions and scorings alike)."""
+    if isinstance(value, list):
+        return [_round_logprobs(v, digits) for v in value]
+    if isinstance(value, dict):
+        return {k: round(v, digits) if k == "logprob" and isinstance(v, float) else _round_logprobs(v, digits) for k, v in value.items()}
+    return value
 
 
 def import_calls(cache: CallCache, path: str | Path) -> tuple[int, int]:

@@ -73,12 +73,13 @@ def cache_export(
     out_file: Annotated[Path, typer.Argument(help="JSONL file to write (gzip when it ends in .gz).")],
     engine: Annotated[str | None, typer.Option("--engine", help="Only engines whose identity contains this (see `catrl cache info`).")] = None,
     kind: Annotated[str | None, typer.Option("--kind", help="Only this call kind: generate or score.")] = None,
+    logprob_digits: Annotated[int | None, typer.Option("--logprob-digits", min=0, help="Round token logprobs to this many decimals (4: a third of the size, error <= 5e-5 nats).")] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="Call cache (SQLite). Default: the user cache dir.")] = None,
 ) -> None:
     """Write cached model calls to a file: ship a run's exact calls with its report, or carry a long run to another machine, where `catrl cache import` makes rerunning it free."""
     from catrl.cache import export_calls
 
-    n = export_calls(_call_cache(cache), out_file, engine, kind)
+    n = export_calls(_call_cache(cache), out_file, engine, kind, logprob_digits)
     out.print(f"exported {n:,} calls -> {out_file}", soft_wrap=True)
 
 
