@@ -68,6 +68,45 @@ def test_client_errors_are_not_retried(monkeypatch):
     assert len(calls) == 1
 
 
+# the 400 bodies of servers asked for more than their context holds (wording of each server)
+OVERFLOW_BODIES = {
+    "openai, llama-cpp-python": {"error": {"message": "This model's maximum context length is 2048 tokens. However, you requested 3100 tokens "
+                                           "(2600 in the messages, 500 in the completion).", "code": "context_length_exceeded"}},
+    "llama.cpp server": {"error": {"code": 400, "type": "exceed_context_size_error",
+                                   "message": "request (9412 tokens) exceeds the available context size (8192 tokens), try increasing it"}},
+    "vllm, max_tokens": {"object": "error", "message": "'max_tokens' or 'max_completion_tokens' is too large: 8000. This model's maximum "
+                         "context length is 4096 tokens and your request has 2778 input tokens (8000 > 4096 - 2778).", "code": 400},
+    "vllm, prompt": {"object": "error", "message": "The decoder prompt (length 5000) is longer than the maximum model length of 4096.", "code": 400},
+    "sglang": {"object": "error", "message": "The input (5000 tokens) is longer than the model's context length (4096 tokens).", "code": 400},
+}
+
+
+@pytest.mark.parametrize("server", sorted(OVERFLOW_BODIES))
+def test_a_request_past_the_servers_context_ends_alone_as_prompt_too_long(monkeypatch, server):
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        if b"LONG" in request.content:
+            return httpx.Response(400, json=OVERFLOW_BODIES[server])
+        return httpx.Response(200, json=_reply(2))
+
+    eng, patched = _engine(handler)
+    monkeypatch.setattr(httpx, "AsyncClient", patched)
+    out = eng.generate([ChatRequest.user("LONG " * 50), ChatRequest.user("short")], Sampling(logprobs=True), n=2)
+    assert [(c.text, c.finish_reason, c.completion_tokens, c.logprobs) for c in out[0]] == [("", "prompt_too_long", 0, [])] * 2
+    assert [c.text for c in out[1]] == ["hi0", "hi1"]
+    assert len(calls) == 2  # no retry
+    assert eng._native_n is True  # learned from the short request only
+
+
+def test_other_client_errors_still_fail_the_batch(monkeypatch):
+    eng, patched = _engine(lambda r: httpx.Response(400, json={"error": {"message": "top_k must be positive", "code": "invalid_value"}}))
+    monkeypatch.setattr(httpx, "AsyncClient", patched)
+    with pytest.raises(EngineError, match="top_k must be positive"):
+        eng.generate([ChatRequest.user("q")], Sampling(), n=1)
+
+
 def test_fans_out_when_server_ignores_n(monkeypatch):
     seeds = []
 
@@ -111,6 +150,23 @@ def test_real_server_generate_n_and_logprobs(llama_server):
         assert all(c.text and c.completion_tokens > 0 for c in g)
         assert all(c.logprobs and all(t.logprob <= 0 for t in c.logprobs) for c in g)
     assert eng._native_n is False  # llama-cpp-python's server ignores n: the engine fanned out
+
+
+@pytest.mark.real_model
+def test_real_server_prompt_past_its_context_is_prompt_too_long_and_not_cached(llama_server, tmp_path):
+    """llama-cpp-python's server (n_ctx 2048) answers 400 context_length_exceeded to the long prompt: that
+    request alone ends prompt_too_long, the other is sampled, and only the sampled one is cached."""
+    from catrl.cache import CallCache
+    from catrl.engines.base import CachedEngine
+
+    inner = OpenAIEngine(OpenAIConfig(base_url=llama_server.base_url, model="smol", concurrency=2))
+    eng = CachedEngine(inner, CallCache(tmp_path / "c.sqlite"))
+    reqs = [ChatRequest.user("Repeat after me: " + "apple banana cherry " * 900), ChatRequest.user("What is 2+3?")]
+    sampling = Sampling(temperature=0.5, max_tokens=8, seed=1)
+    out = eng.generate(reqs, sampling, n=2)
+    assert [c.finish_reason for c in out[0]] == ["prompt_too_long"] * 2 and all(c.text == "" for c in out[0])
+    assert all(c.text and c.finish_reason in ("stop", "length") for c in out[1])
+    assert eng.cache.count("generate") == 1
 
 
 @pytest.mark.real_model

@@ -77,6 +77,12 @@ class Completion:
     # needs to score exactly what was sampled. Engine-local (llama.cpp only): never cached, so None on a hit
     token_ids: list[int] | None = field(default=None, compare=False, repr=False)
 
+    @classmethod
+    def prompt_too_long(cls, prompt_tokens: int, logprobs: bool) -> Completion:
+        """The defined outcome of a prompt that leaves no room to generate: empty, never cached, flagged
+        downstream; logprobs `[]` when asked for, so min-PPL never picks it (its mean NLL is inf)."""
+        return cls("", "prompt_too_long", prompt_tokens, 0, logprobs=[] if logprobs else None, token_ids=[])
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("cached")

@@ -345,8 +345,7 @@ class LlamaCppEngine:
             log.warning("%d of %d prompts leave no room in the per-sequence context of %d tokens (raise --ctx); longest %d tokens",
                         len(too_long), len(requests), self.n_ctx_seq, max(len(prompts[r]) for r in too_long))
         for r in too_long:
-            results[r] = [Completion("", "prompt_too_long", len(prompts[r]), 0, logprobs=[] if sampling.logprobs else None, token_ids=[])
-                          for _ in range(n)]
+            results[r] = [Completion.prompt_too_long(len(prompts[r]), sampling.logprobs) for _ in range(n)]
             remaining[r] = 0
             if on_result:
                 on_result(r, results[r])  # type: ignore[arg-type]

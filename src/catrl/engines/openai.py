@@ -1,7 +1,9 @@
 """Any OpenAI-compatible chat server: vLLM, SGLang, llama.cpp's server, Ollama, OpenAI.
 
 Async with bounded concurrency; retries with exponential backoff on 429, 5xx, timeouts and
-dropped connections, then an EngineError naming the server and the request. n samples are asked
+dropped connections, then an EngineError naming the server and the request. A 400 that says the
+request does not fit the server's context ends that request alone as n `prompt_too_long`
+completions, as in the embedded engine (not cached, flagged downstream). n samples are asked
 for natively; where a server returns fewer choices than asked (it lacks `n`), the rest are
 fanned out as separate requests with seeds seed+1, seed+2, ...
 
@@ -31,6 +33,11 @@ from catrl.types import ChatRequest, Completion, Sampling, ScoredContinuation, T
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+# how servers word a 400 for a prompt (plus max_tokens) that does not fit their context: OpenAI and
+# llama-cpp-python (code context_length_exceeded), llama.cpp's server (exceed_context_size_error),
+# vLLM ("maximum context length", "maximum model length"), SGLang ("the model's context length")
+CONTEXT_OVERFLOW = ("context_length_exceeded", "exceed_context_size", "exceeds the available context size",
+                    "maximum context length", "maximum model length", "context length")
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,8 @@ class OpenAIEngine:
         if self._native_n is not False or n == 1:
             async with sem:
                 comps = await self._call(client, req, sampling, n)
+            if comps and comps[0].finish_reason == "prompt_too_long":
+                return comps  # n of them, whatever the server does with n: learn nothing from it
             if n > 1 and self._native_n is None:
                 self._native_n = len(comps) >= n
                 if not self._native_n:
@@ -180,6 +189,9 @@ class OpenAIEngine:
                 if resp.status_code == 200:
                     return _parse_choices(resp.json(), n, where)
                 last = f"{rep.url}: HTTP {resp.status_code}: {resp.text[:300]}"
+                if resp.status_code == 400 and context_overflow(resp.text):
+                    log.warning("%s: does not fit the server's context, ends as prompt_too_long (%s)", where, resp.text[:200])
+                    return [Completion.prompt_too_long(0, sampling.logprobs) for _ in range(n)]
                 if resp.status_code not in RETRY_STATUS:
                     raise EngineError(f"{where} failed: {last}")
                 retry_after = _retry_after(resp)
@@ -196,6 +208,12 @@ class OpenAIEngine:
                 await asyncio.sleep(max(wait, retry_after or 0.0))
         raise EngineError(f"server {self.config.base_url} (model {self.config.model}), request {req.id or '<no id>'} "
                           f"failed after {self.config.max_retries + 1} attempts: {last}")
+
+
+def context_overflow(body: str) -> bool:
+    """Whether a 400's body says the request does not fit the server's context (CONTEXT_OVERFLOW)."""
+    text = body.lower()
+    return any(marker in text for marker in CONTEXT_OVERFLOW)
 
 
 def _with_seed(s: Sampling, seed: int) -> Sampling:
