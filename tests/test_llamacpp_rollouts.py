@@ -28,6 +28,12 @@ class FakeEngine:
                 for i, r in enumerate(requests)]
 
 
+# nats by which llama.cpp's greedy token may trail the trainer's own greedy choice (teacher-forced) and
+# still count as the same policy's pick: measured up to 0.25 where a near-tie flipped, against 2.4 for
+# the completions of the previous adapter scored under the new one
+NEAR_TIE = 0.5
+
+
 def _msgs(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
@@ -79,6 +85,13 @@ def test_rollouts_follow_the_trainers_lora_after_each_sync(smol_path, tmp_path):
         cut = next((i + 1 for i, t in enumerate(out) if t in eos), len(out))  # keep the end token, as TRL's rollouts do
         return out[:cut]
 
+    def hf_gaps(prompt_ids: list[int], completion: list[int]) -> list[float]:
+        """Per sampled token: how far (nats) below the policy's own greedy choice it was, teacher-forced."""
+        with torch.no_grad():
+            logits = policy(input_ids=torch.tensor([prompt_ids + completion])).logits[0, len(prompt_ids) - 1:-1].float()
+        lp = torch.log_softmax(logits, -1)
+        return (lp.max(-1).values - lp[torch.arange(len(completion)), torch.tensor(completion)]).tolist()
+
     engine = LlamaCppEngine("smollm2-135m", max_seqs=4, n_ctx_seq=512, n_threads=1)
     ro = LlamaCppRollouts(engine, smol_path, tmp_path / "sync", Sampling(temperature=0, max_tokens=12))
     trainer = SimpleNamespace(state=SimpleNamespace(global_step=0), model=policy)
@@ -90,8 +103,11 @@ def test_rollouts_follow_the_trainers_lora_after_each_sync(smol_path, tmp_path):
         assert ":lora-" in lora_identity
         for i, p in enumerate(prompts):
             assert out["prompt_ids"][i] == tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
+        # llama.cpp's q4_1 kernels and the trainer's dequantized fp32 weights are ~0.03 nats per token
+        # apart: every greedy pick of the engine is the policy's own greedy pick, or a near-tie with it
+        # (machines differ in which near-ties flip; one AVX-512 machine flipped the 12th token)
+        assert max(g for i in (0, 2) for g in hf_gaps(out["prompt_ids"][i], out["completion_ids"][i])) < NEAR_TIE
         adapted = [hf_greedy(out["prompt_ids"][i], 12) for i in (0, 2)]
-        assert [out["completion_ids"][0], out["completion_ids"][2]] == adapted  # measured: identical
         assert out["completion_ids"][0] == out["completion_ids"][1]  # greedy: both samples of a group agree
 
         set_b(0.1)  # the policy changes (new draws); within the same step nothing is re-synced
@@ -100,6 +116,8 @@ def test_rollouts_follow_the_trainers_lora_after_each_sync(smol_path, tmp_path):
         again = ro(prompts, trainer)
         assert engine.identity != lora_identity and ro.synced_step == 1
         changed = [hf_greedy(again["prompt_ids"][i], 12) for i in (0, 2)]
-        assert [again["completion_ids"][0], again["completion_ids"][2]] == changed and changed != adapted
+        assert changed != adapted and again["completion_ids"] != out["completion_ids"]  # the engine follows the new adapter
+        assert max(g for i in (0, 2) for g in hf_gaps(out["prompt_ids"][i], out["completion_ids"][i])) > NEAR_TIE  # the test can tell
+        assert max(g for i in (0, 2) for g in hf_gaps(again["prompt_ids"][i], again["completion_ids"][i])) < NEAR_TIE
     finally:
         engine.close()
