@@ -37,7 +37,7 @@ RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 # llama-cpp-python (code context_length_exceeded), llama.cpp's server (exceed_context_size_error),
 # vLLM ("maximum context length", "maximum model length"), SGLang ("the model's context length")
 CONTEXT_OVERFLOW = ("context_length_exceeded", "exceed_context_size", "exceeds the available context size",
-                    "maximum context length", "maximum model length", "context length")
+                    "context length", "maximum model length")
 
 
 @dataclass(frozen=True)
