@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from catrl.evaluate import EvalConfig, run_eval, summarize, write_results
+from catrl.evaluate import EvalConfig, reference_support, run_eval, summarize, write_results
 from catrl.report.html import write_html
 from catrl.report.plots import plot_sweep
 from catrl.types import Completion, TokenLogprob
@@ -54,6 +54,9 @@ def test_eval_pipeline_writes_results_summary_plot_and_html(tmp_path):
     assert s["analyses"]["disagree_count"] == 3 and s["analyses"]["cat_no_answer_count"] == 0
     assert s["analyses"]["all_rollouts_wrong_count"] == 2 and s["analyses"]["any_rollout_right_share"] == pytest.approx(1 / 3)  # only q0 has an 18
     assert s["paired"]["cat-majority"]["a_only"] == 1
+    # every reference says 18, which two of eight rollouts hold: CaT sides with a minority, right on q0 only
+    assert s["analyses"]["cat_answer_minority_count"] == 3 and s["analyses"]["cat_accuracy_answer_minority"]["correct"] == 1
+    assert s["analyses"]["cat_answer_none_count"] == 0
     write_results(results, s, tmp_path)
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     assert len(lines) == 3 and json.loads(lines[0])["reference"]["answer"] == "18"
@@ -61,6 +64,18 @@ def test_eval_pipeline_writes_results_summary_plot_and_html(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
     page = write_html([json.loads(x) for x in lines], s, tmp_path / "r.html", "t", "g.png").read_text()
     assert "Janet" in page and "&lt;candidate" in page  # the anchor prompt is shown, escaped
+
+
+@pytest.mark.parametrize("answer, rollouts, majority, kind", [
+    ("18", ["16", "16", "18"], "16", "minority"),
+    ("18.0", ["18", "18", "16"], "18", "majority"),  # equivalence, not string equality
+    ("\\frac{1}{2}", ["0.5", "1"], "1", "minority"),
+    ("7", ["16", None, "18"], "16", "none"),
+    (None, ["16"], "16", "no_answer"),
+    ("7", [None, None], None, "none"),
+])
+def test_reference_support_says_which_rollouts_hold_the_references_answer(answer, rollouts, majority, kind):
+    assert reference_support(answer, rollouts, majority) == kind
 
 
 def test_a_selector_engine_runs_the_policys_judgments_and_the_policy_only_samples():

@@ -209,6 +209,12 @@ def summarize(results: list[QuestionResult], match: str = "symbolic") -> dict[st
             "any_rollout_right_share": 1 - len(all_wrong) / len(with_cat) if with_cat else float("nan"),  # the ceiling for selection
             "cat_no_answer_count": sum(r.methods["cat"]["answer"] is None for r in with_cat),  # references without a final answer
         }
+        # where the reference's answer comes from: what explains CaT winning or losing against the vote
+        support = [reference_support(r.methods["cat"]["answer"], [x["answer"] for x in r.rollouts], r.majority["answer"], match) for r in with_cat]
+        for kind in ("minority", "none"):
+            chosen = [r.methods["cat"]["correct"] for r, s in zip(with_cat, support, strict=True) if s == kind]
+            summary["analyses"][f"cat_answer_{kind}_count"] = len(chosen)
+            summary["analyses"][f"cat_accuracy_answer_{kind}"] = asdict(accuracy(chosen))
         ks = sorted({int(k) for r in results for k in r.sweep})
         for k in ks:
             rows = [r.sweep[str(k)] for r in results if str(k) in r.sweep]
@@ -217,6 +223,16 @@ def summarize(results: list[QuestionResult], match: str = "symbolic") -> dict[st
                 "majority": asdict(accuracy([x["majority_correct"] for x in rows])),
             }
     return summary
+
+
+def reference_support(answer: str | None, rollout_answers: list[str | None], majority_answer: str | None, match: str = "symbolic") -> str:
+    """Which rollouts hold the reference's answer: "majority" (the vote's answer), "minority" (some
+    rollouts, not the vote's), "none" (no rollout: the anchor's own), or "no_answer"."""
+    if answer is None:
+        return "no_answer"
+    if _same(answer, majority_answer, match):
+        return "majority"
+    return "minority" if any(_same(answer, a, match) for a in rollout_answers if a is not None) else "none"
 
 
 def _same(a: str | None, b: str | None, match: str) -> bool:
