@@ -2,12 +2,16 @@
 model run is in test_real_cat.py)."""
 
 import json
+from dataclasses import asdict
 
 import pytest
+from rich.console import Console
 
 from catrl.evaluate import EvalConfig, reference_support, run_eval, summarize, write_results
+from catrl.metrics import accuracy
 from catrl.report.html import write_html
 from catrl.report.plots import plot_sweep
+from catrl.report.table import analyses_table
 from catrl.types import Completion, TokenLogprob
 from fakes import ScriptedEngine
 
@@ -86,3 +90,10 @@ def test_a_selector_engine_runs_the_policys_judgments_and_the_policy_only_sample
     texts = [r.messages[-1]["content"] for r in reader.requests]
     assert sum("<choice>" in t for t in texts) == 4 and len(reader.scored) == 2 * 8  # self-BoN + USC; mutual scoring
     assert all(set(r.methods) == set(cfg.methods) for r in results)
+
+
+def test_the_analyses_table_shows_an_accuracy_over_no_questions_as_a_dash():
+    console = Console(width=120, record=True)
+    console.print(analyses_table({"analyses": {"empty": asdict(accuracy([])), "two": asdict(accuracy([True, False]))}}))
+    text = console.export_text()
+    assert "- (n=0)" in text and "nan" not in text and "0.500 (n=2, [" in text

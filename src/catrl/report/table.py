@@ -33,8 +33,8 @@ def analyses_table(summary: dict[str, Any]) -> Table:
     t.add_column("figure")
     t.add_column("value")
     for k, v in (summary.get("analyses") or {}).items():
-        if isinstance(v, dict):
-            v = f"{v['mean']:.3f} (n={v['n']}, [{v['lo']:.3f}, {v['hi']:.3f}])"
+        if isinstance(v, dict):  # an accuracy; none measured on an empty set
+            v = f"{v['mean']:.3f} (n={v['n']}, [{v['lo']:.3f}, {v['hi']:.3f}])" if v["n"] else "- (n=0)"
         elif isinstance(v, float):
             v = f"{v:.3f}"
         t.add_row(k, str(v))
