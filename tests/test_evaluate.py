@@ -92,8 +92,11 @@ def test_a_selector_engine_runs_the_policys_judgments_and_the_policy_only_sample
     assert all(set(r.methods) == set(cfg.methods) for r in results)
 
 
-def test_the_analyses_table_shows_an_accuracy_over_no_questions_as_a_dash():
+def test_the_analyses_table_and_page_show_an_accuracy_over_no_questions_as_a_dash(tmp_path):
+    summary = {"methods": {}, "paired": {}, "analyses": {"empty": asdict(accuracy([])), "two": asdict(accuracy([True, False]))}}
     console = Console(width=120, record=True)
-    console.print(analyses_table({"analyses": {"empty": asdict(accuracy([])), "two": asdict(accuracy([True, False]))}}))
+    console.print(analyses_table(summary))
     text = console.export_text()
     assert "- (n=0)" in text and "nan" not in text and "0.500 (n=2, [" in text
+    page = write_html([], summary, tmp_path / "r.html", "t").read_text()
+    assert "- (n=0)" in page and "nan" not in page and "0.500 (n=2, 95% CI [" in page

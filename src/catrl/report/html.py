@@ -45,6 +45,8 @@ def _summary_table(summary: dict[str, Any]) -> str:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, dict) and "mean" in v:
+        if not v["n"]:
+            return "- (n=0)"  # as in the terminal table: an accuracy over no questions has no value
         return f"{v['mean']:.3f} (n={v['n']}, 95% CI [{v['lo']:.3f}, {v['hi']:.3f}])"
     if isinstance(v, float):
         return f"{v:.3f}"
