@@ -8,6 +8,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from catrl.report.table import format_accuracy
+
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
@@ -45,9 +47,7 @@ def _summary_table(summary: dict[str, Any]) -> str:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, dict) and "mean" in v:
-        if not v["n"]:
-            return "- (n=0)"  # as in the terminal table: an accuracy over no questions has no value
-        return f"{v['mean']:.3f} (n={v['n']}, 95% CI [{v['lo']:.3f}, {v['hi']:.3f}])"
+        return format_accuracy(v, ci="95% CI ")
     if isinstance(v, float):
         return f"{v:.3f}"
     return str(v)

@@ -10,6 +10,13 @@ if TYPE_CHECKING:
     from catrl.run_audit import Stretch
 
 
+def format_accuracy(v: dict[str, Any], ci: str = "") -> str:
+    """An accuracy with its n and CI; "- (n=0)" over no questions, where mean and CI are nan."""
+    if not v["n"]:
+        return "- (n=0)"
+    return f"{v['mean']:.3f} (n={v['n']}, {ci}[{v['lo']:.3f}, {v['hi']:.3f}])"
+
+
 def method_table(summary: dict[str, Any]) -> Table:
     t = Table(title=f"accuracy on {summary['questions']} questions (95% Wilson CI)")
     for col in ("method", "n", "accuracy", "95% CI"):
@@ -33,8 +40,8 @@ def analyses_table(summary: dict[str, Any]) -> Table:
     t.add_column("figure")
     t.add_column("value")
     for k, v in (summary.get("analyses") or {}).items():
-        if isinstance(v, dict):  # an accuracy; none measured on an empty set
-            v = f"{v['mean']:.3f} (n={v['n']}, [{v['lo']:.3f}, {v['hi']:.3f}])" if v["n"] else "- (n=0)"
+        if isinstance(v, dict):
+            v = format_accuracy(v)
         elif isinstance(v, float):
             v = f"{v:.3f}"
         t.add_row(k, str(v))
