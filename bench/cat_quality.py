@@ -29,6 +29,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from catrl import prompting
 from catrl.cache import CallCache, export_calls, import_calls
 from catrl.engines.base import CachedEngine
 from catrl.engines.factory import group_context
@@ -46,18 +47,20 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--bon-limit", type=int, default=100)
     ap.add_argument("--mutual-limit", type=int, default=50)
-    ap.add_argument("--sweep-limit", type=int, default=200)
+    ap.add_argument("--sweep-limit", type=int, default=200, help="0: no accuracy-vs-G sweep")
     ap.add_argument("--methods", default="single,majority,min_ppl,self_bon,usc,mutual,cat")
     ap.add_argument("--out", type=Path, default=Path("docs/cat_quality"))
     ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--prompts", type=Path, default=None, help="a directory of <name>.txt files replacing packaged prompts (catrl --prompts)")
     ap.add_argument("--calls", type=Path, default=None, help="call export to resume from and to write at the end (default OUT/calls.jsonl.gz)")
     args = ap.parse_args()
+    prompting.use_dir(args.prompts)
 
     cfg = EvalConfig(
         dataset="gsm8k", limit=args.limit, g=8,
         methods=tuple(args.methods.split(",")),
         method_limits={"self_bon": args.bon_limit, "usc": args.bon_limit, "mutual": args.mutual_limit},
-        g_sweep=(1, 2, 4, 8), sweep_limit=args.sweep_limit,
+        g_sweep=(1, 2, 4, 8) if args.sweep_limit else (), sweep_limit=args.sweep_limit,
     )
     # Two engines on the same weights. The rollouts: llama.cpp's default kernels, sequences of 1,024
     # tokens (a GSM8K prompt plus 512). Everything that reads a whole group (the anchor; the policy's
@@ -86,7 +89,8 @@ def main() -> None:
     summary["config"] = {"command": shlex.join(["python", *sys.argv]), "model": args.model, "limit": args.limit, "g": cfg.g, "sampling": cfg.sampling.to_dict(),
                          "anchor_sampling": cfg.anchor_sampling.to_dict(), "method_limits": cfg.method_limits,
                          "sweep_limit": args.sweep_limit, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                         "rollout_engine": policy.identity, "anchor_and_selector_engine": reader.identity}
+                         "rollout_engine": policy.identity, "anchor_and_selector_engine": reader.identity,
+                         "prompts": prompting.provenance()}
     write_results(results, summary, args.out)
     # the reader's identity is the policy's plus ":nofa" (same weights), so one filter takes both
     console.print(f"{calls}: exported {export_calls(cache, calls, engine_contains=policy.identity, logprob_digits=4):,} calls")

@@ -122,3 +122,18 @@ def test_anchor_of_its_own_with_flash_attention_off(tmp_path, smol_path):
     assert len(anchor) == 1 and len(engines) == 2, engines  # the rollouts on the default engine, the synthesis on the other
     r = _cli("answer", "What is 7 times 6?", "--no-anchor-flash-attn", tmp_path=tmp_path)
     assert r.returncode == 2 and "--anchor-model" in r.stdout + r.stderr
+
+
+def test_a_prompts_directory_replaces_the_synthesis_prompt_and_the_run_records_it(tmp_path, smol_path):
+    """`catrl --prompts DIR`: the anchor is sent the user's synthesis prompt (seen in the audit record of
+    every reference) and the run's summary names the directory and what it replaced."""
+    d = tmp_path / "prompts"
+    d.mkdir()
+    (d / "synthesis_reasoning.txt").write_text("MY-SYNTHESIS {{count}} candidates:\n{{candidates}}\nEnd with \\boxed{ANSWER}.", encoding="utf-8")
+    r = _cli("--prompts", str(d), "eval", "--limit", "1", "-g", "2", "--max-tokens", "30", "--anchor-max-tokens", "30",
+             "--methods", "majority,cat", "--sweep", "", "--out", str(tmp_path / "ev"), tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    row = json.loads((tmp_path / "ev" / "results.jsonl").read_text().splitlines()[0])
+    assert row["reference"]["prompt"][-1]["content"].startswith("MY-SYNTHESIS 2 candidates:")
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["config"]["prompts"] == {"dir": str(d.resolve()), "replaced": ["synthesis_reasoning"]}

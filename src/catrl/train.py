@@ -226,7 +226,8 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    cfg = replace(cfg, dtype=resolve_dtype(cfg.dtype), rollouts=resolve_rollouts(cfg))  # the saved config says what ran
+    cfg = replace(cfg, dtype=resolve_dtype(cfg.dtype), rollouts=resolve_rollouts(cfg),  # the saved config says what ran
+                  prompts_dir=prompting.use_dir(cfg.prompts_dir))
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = last_checkpoint(out)

@@ -36,6 +36,7 @@ class TrainConfig:
     offset: int = 0
     limit: int | None = 200
     prompt: str = "solve"  # prompt template for plain questions (src/catrl/prompts/)
+    prompts_dir: str | None = None  # a directory of <name>.txt files replacing packaged prompts (synthesis, rubric, judge); default: CATRL_PROMPTS
     match: str = "symbolic"  # math: symbolic (math-verify) | string (the paper's boxed-string match)
     reward: str = "cat"  # math: cat | majority (TTRL's majority-vote pseudo-label: the baseline with no anchor)
     # GRPO

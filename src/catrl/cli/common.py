@@ -21,6 +21,23 @@ console = Console(stderr=True)
 out = Console()
 
 
+@app.callback()
+def main_options(
+    prompts: Annotated[Path | None, typer.Option(
+        "--prompts", envvar="CATRL_PROMPTS", file_okay=False,
+        help="A directory of <name>.txt files that replace those packaged prompts (e.g. synthesis_reasoning.txt), "
+             "same placeholders; see src/catrl/prompts/.")] = None,
+) -> None:
+    """Compute as Teacher: synthesize references from G rollouts and use them as answers or rewards."""
+    from catrl import prompting
+
+    try:
+        if (d := prompting.use_dir(prompts)) is not None:
+            console.print(f"prompts from {d}: {', '.join(prompting.overridden()) or 'none of the packaged names'}")
+    except CatrlError as e:
+        fail(e)
+
+
 def fail(e: CatrlError) -> None:
     console.print(f"[bold red]error:[/] {e}")
     raise typer.Exit(2)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from catrl import models
+from catrl import models, prompting
 from catrl.cli.common import (AdapterOpt, AnchorFlashOpt, AnchorModelOpt, AnchorUrlOpt, ApiKeyOpt, BaseUrlOpt, CacheOpt, ConcOpt, CtxOpt, GOpt, GroupCtxOpt,
                               MaxSeqsOpt, ModelOpt, NoCacheOpt, ThreadsOpt, TimeoutOpt, app, console, engine_opts, fail, open_pulled,
                               out, policy_and_anchor, progress, sampling_of, stage_ticker)
@@ -145,7 +145,8 @@ def eval_cmd(
             results = run_eval(policy, anchor, cfg, progress=tick)
         summary = summarize(results, match)
         summary["config"] = {"dataset": dataset, "limit": limit, "g": g, "policy": policy.identity, "anchor": anchor.identity,
-                             "sampling": cfg.sampling.to_dict(), "anchor_sampling": cfg.anchor_sampling.to_dict(), "match": match}
+                             "sampling": cfg.sampling.to_dict(), "anchor_sampling": cfg.anchor_sampling.to_dict(), "match": match,
+                             "prompts": prompting.provenance()}
         out_dir = out_dir or Path("out") / f"eval-{Path(dataset).stem}"
         write_results(results, summary, out_dir)
         plot = plot_sweep(summary, out_dir / "accuracy_vs_g.png")
@@ -201,7 +202,8 @@ def _eval_freeform(dataset, field_map, limit, g, methods, method_limit, out_dir,
             results = run_freeform_eval(policy, anchor, grader, cfg, judge=judge, progress=tick)
         summary = summarize_freeform(results)
         summary["config"] = {"dataset": dataset, "limit": limit, "g": g, "policy": policy.identity, "anchor": anchor.identity,
-                             "grader": grader.identity, "judge": judge.identity, "sampling": sampling.to_dict(), "judge_mode": judge_mode}
+                             "grader": grader.identity, "judge": judge.identity, "sampling": sampling.to_dict(), "judge_mode": judge_mode,
+                             "prompts": prompting.provenance()}
         out_dir = out_dir or Path("out") / f"eval-{Path(dataset).stem}"
         write_freeform(results, summary, out_dir)
         criteria = {e.id: [asdict(c) for c in e.criteria or []] for e in load_examples(dataset, field_map, limit)}
