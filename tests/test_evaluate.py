@@ -7,7 +7,7 @@ from dataclasses import asdict
 import pytest
 from rich.console import Console
 
-from catrl.evaluate import EvalConfig, reference_support, run_eval, summarize, write_results
+from catrl.evaluate import EvalConfig, answer_positions, reference_support, run_eval, summarize, write_results
 from catrl.metrics import accuracy
 from catrl.report.html import write_html
 from catrl.report.plots import plot_sweep
@@ -100,3 +100,21 @@ def test_the_analyses_table_and_page_show_an_accuracy_over_no_questions_as_a_das
     assert "- (n=0)" in text and "nan" not in text and "0.500 (n=2, [" in text
     page = write_html([], summary, tmp_path / "r.html", "t").read_text()
     assert "- (n=0)" in page and "nan" not in page and "0.500 (n=2, 95% CI [" in page
+
+
+def test_answer_positions_say_which_candidates_the_reference_repeats():
+    assert answer_positions("18", ["16", "18.0", None, "18"]) == [False, True, False, True]
+    assert answer_positions(None, ["16"]) is None
+
+
+def test_the_position_analysis_shows_an_anchor_that_repeats_the_last_candidate():
+    from catrl.evaluate import QuestionResult
+
+    def result(answers, ref):
+        return QuestionResult(id="q", question="", gold="1", rollouts=[{"answer": a, "correct": a == "1"} for a in answers],
+                              majority={"answer": "1"}, reference=None, methods={"cat": {"answer": ref, "correct": ref == "1"}})
+
+    s = summarize([result(["1", "1", "1", "2"], "2"), result(["1", "1", "3", "4"], "4"), result(["1", "1", "1", "1"], "1"),
+                   result(["1", "1", "1", "5"], None)])
+    assert s["analyses"]["cat_answer_held_by_candidate_share"] == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1.0])
+    assert s["analyses"]["cat_lone_answer_candidate_count"] == [0, 0, 0, 2]

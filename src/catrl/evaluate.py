@@ -215,6 +215,14 @@ def summarize(results: list[QuestionResult], match: str = "symbolic") -> dict[st
             chosen = [r.methods["cat"]["correct"] for r, s in zip(with_cat, support, strict=True) if s == kind]
             summary["analyses"][f"cat_answer_{kind}_count"] = len(chosen)
             summary["analyses"][f"cat_accuracy_answer_{kind}"] = asdict(accuracy(chosen))
+        # the anchor's position bias: which candidate's answer the reference repeats, by position in the prompt
+        held = [answer_positions(r.methods["cat"]["answer"], [x["answer"] for x in r.rollouts], match) for r in with_cat]
+        held = [h for h in held if h is not None]
+        width = max((len(h) for h in held), default=0)
+        summary["analyses"]["cat_answer_held_by_candidate_share"] = [
+            sum(i < len(h) and h[i] for h in held) / len(held) for i in range(width)] if held else []
+        summary["analyses"]["cat_lone_answer_candidate_count"] = [
+            sum(sum(h) == 1 and i < len(h) and h[i] for h in held) for i in range(width)]
         ks = sorted({int(k) for r in results for k in r.sweep})
         for k in ks:
             rows = [r.sweep[str(k)] for r in results if str(k) in r.sweep]
@@ -233,6 +241,15 @@ def reference_support(answer: str | None, rollout_answers: list[str | None], maj
     if _same(answer, majority_answer, match):
         return "majority"
     return "minority" if any(_same(answer, a, match) for a in rollout_answers if a is not None) else "none"
+
+
+def answer_positions(answer: str | None, rollout_answers: list[str | None], match: str = "symbolic") -> list[bool] | None:
+    """Per candidate, in the order the anchor read them: does it hold the reference's answer? None
+    when the reference has no answer. A small anchor that repeats the first or last candidate it read,
+    whatever the others say, shows as a peak at the ends."""
+    if answer is None:
+        return None
+    return [a is not None and _same(answer, a, match) for a in rollout_answers]
 
 
 def _same(a: str | None, b: str | None, match: str) -> bool:

@@ -8,7 +8,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from catrl.report.table import format_accuracy
+from catrl.report.table import format_figure
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
@@ -46,11 +46,7 @@ def _summary_table(summary: dict[str, Any]) -> str:
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, dict) and "mean" in v:
-        return format_accuracy(v, ci="95% CI ")
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return str(v)
+    return format_figure(v, ci="95% CI ")
 
 
 def _nll(v: float | None) -> str:

@@ -17,6 +17,17 @@ def format_accuracy(v: dict[str, Any], ci: str = "") -> str:
     return f"{v['mean']:.3f} (n={v['n']}, {ci}[{v['lo']:.3f}, {v['hi']:.3f}])"
 
 
+def format_figure(v: Any, ci: str = "") -> str:
+    """One analysis figure as text: an accuracy (see format_accuracy), a share, or a row of them."""
+    if isinstance(v, dict) and "mean" in v:
+        return format_accuracy(v, ci)
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    if isinstance(v, list):
+        return " ".join(f"{x:.2f}" if isinstance(x, float) else str(x) for x in v)
+    return str(v)
+
+
 def method_table(summary: dict[str, Any]) -> Table:
     t = Table(title=f"accuracy on {summary['questions']} questions (95% Wilson CI)")
     for col in ("method", "n", "accuracy", "95% CI"):
@@ -40,11 +51,7 @@ def analyses_table(summary: dict[str, Any]) -> Table:
     t.add_column("figure")
     t.add_column("value")
     for k, v in (summary.get("analyses") or {}).items():
-        if isinstance(v, dict):
-            v = format_accuracy(v)
-        elif isinstance(v, float):
-            v = f"{v:.3f}"
-        t.add_row(k, str(v))
+        t.add_row(k, format_figure(v))
     for k, row in (summary.get("sweep") or {}).items():
         t.add_row(f"G={k}: CaT / majority", f"{row['cat']['mean']:.3f} / {row['majority']['mean']:.3f} (n={row['cat']['n']})")
     return t
