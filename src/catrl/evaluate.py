@@ -210,14 +210,15 @@ def summarize(results: list[QuestionResult], match: str = "symbolic") -> dict[st
             "cat_no_answer_count": sum(r.methods["cat"]["answer"] is None for r in with_cat),  # references without a final answer
         }
         # where the reference's answer comes from: what explains CaT winning or losing against the vote
-        support = [reference_support(r.methods["cat"]["answer"], [x["answer"] for x in r.rollouts], r.majority["answer"], match) for r in with_cat]
+        positions = [answer_positions(r.methods["cat"]["answer"], [x["answer"] for x in r.rollouts], match) for r in with_cat]
+        support = [reference_support(r.methods["cat"]["answer"], [x["answer"] for x in r.rollouts], r.majority["answer"], match, p)
+                   for r, p in zip(with_cat, positions, strict=True)]
         for kind in ("minority", "none"):
             chosen = [r.methods["cat"]["correct"] for r, s in zip(with_cat, support, strict=True) if s == kind]
             summary["analyses"][f"cat_answer_{kind}_count"] = len(chosen)
             summary["analyses"][f"cat_accuracy_answer_{kind}"] = asdict(accuracy(chosen))
         # the anchor's position bias: which candidate's answer the reference repeats, by position in the prompt
-        held = [answer_positions(r.methods["cat"]["answer"], [x["answer"] for x in r.rollouts], match) for r in with_cat]
-        held = [h for h in held if h is not None]
+        held = [h for h in positions if h is not None]
         width = max((len(h) for h in held), default=0)
         summary["analyses"]["cat_answer_held_by_candidate_share"] = [
             sum(i < len(h) and h[i] for h in held) / len(held) for i in range(width)] if held else []
@@ -233,14 +234,17 @@ def summarize(results: list[QuestionResult], match: str = "symbolic") -> dict[st
     return summary
 
 
-def reference_support(answer: str | None, rollout_answers: list[str | None], majority_answer: str | None, match: str = "symbolic") -> str:
+def reference_support(answer: str | None, rollout_answers: list[str | None], majority_answer: str | None, match: str = "symbolic",
+                      positions: list[bool] | None = None) -> str:
     """Which rollouts hold the reference's answer: "majority" (the vote's answer), "minority" (some
-    rollouts, not the vote's), "none" (no rollout: the anchor's own), or "no_answer"."""
+    rollouts, not the vote's), "none" (no rollout: the anchor's own), or "no_answer". `positions`:
+    answer_positions' result for the same answer, when the caller has it (each pair is checked once)."""
     if answer is None:
         return "no_answer"
     if _same(answer, majority_answer, match):
         return "majority"
-    return "minority" if any(_same(answer, a, match) for a in rollout_answers if a is not None) else "none"
+    held = positions if positions is not None else answer_positions(answer, rollout_answers, match)
+    return "minority" if any(held or ()) else "none"
 
 
 def answer_positions(answer: str | None, rollout_answers: list[str | None], match: str = "symbolic") -> list[bool] | None:
