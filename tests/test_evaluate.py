@@ -10,7 +10,7 @@ from rich.console import Console
 from catrl.evaluate import EvalConfig, answer_positions, reference_support, run_eval, summarize, write_results
 from catrl.metrics import accuracy
 from catrl.report.html import write_html
-from catrl.report.plots import plot_sweep
+from catrl.report.plots import plot_sweep, sweep_single_line
 from catrl.report.table import analyses_table
 from catrl.types import Completion, TokenLogprob
 from fakes import ScriptedEngine
@@ -66,6 +66,9 @@ def test_eval_pipeline_writes_results_summary_plot_and_html(tmp_path):
     assert len(lines) == 3 and json.loads(lines[0])["reference"]["answer"] == "18"
     png = plot_sweep(s, tmp_path / "g.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+    assert sweep_single_line(s) == s["methods"]["single"]["mean"]  # same questions as the sweep
+    narrower = {**s, "sweep": {g: {m: {**a, "n": 2} for m, a in v.items()} for g, v in s["sweep"].items()}}
+    assert sweep_single_line(narrower) is None  # a sweep on fewer questions draws no 200-question line
     page = write_html([json.loads(x) for x in lines], s, tmp_path / "r.html", "t", "g.png").read_text()
     assert "Janet" in page and "&lt;candidate" in page  # the anchor prompt is shown, escaped
 

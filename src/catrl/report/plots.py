@@ -6,6 +6,16 @@ from pathlib import Path
 from typing import Any
 
 
+def sweep_single_line(summary: dict[str, Any]) -> float | None:
+    """Single-sample accuracy for the sweep plot, or None when it was measured on other questions
+    than the sweep (a sweep on the first 50 of 200): there, G=1 is the single sample."""
+    sweep = summary.get("sweep") or {}
+    single = summary.get("methods", {}).get("single")
+    if not sweep or not single or single.get("n") != next(iter(sweep.values()))["cat"]["n"]:
+        return None
+    return single["mean"]
+
+
 def plot_sweep(summary: dict[str, Any], path: Path, title: str = "") -> Path | None:
     """Accuracy versus G for CaT and majority vote, with 95% CIs."""
     sweep = summary.get("sweep") or {}
@@ -23,15 +33,15 @@ def plot_sweep(summary: dict[str, Any], path: Path, title: str = "") -> Path | N
         mean = [a["mean"] for a in acc]
         err = [[max(0.0, a["mean"] - a["lo"]) for a in acc], [max(0.0, a["hi"] - a["mean"]) for a in acc]]
         ax.errorbar(ks, mean, yerr=err, marker="o", capsize=3, color=color, label="CaT (synthesis)" if name == "cat" else "majority vote")
-    single = summary.get("methods", {}).get("single")
-    if single:
-        ax.axhline(single["mean"], color="gray", linestyle="--", linewidth=1, label="single sample")
+    single = sweep_single_line(summary)
+    if single is not None:
+        ax.axhline(single, color="gray", linestyle="--", linewidth=1, label="single sample")
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("rollouts per question (G)")
     ax.set_ylabel("accuracy")
     n = next(iter(sweep.values()))["cat"]["n"]
-    ax.set_title(title or f"accuracy vs G ({n} questions)")
+    ax.set_title(f"{title or 'accuracy vs G'} ({n} questions)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
