@@ -10,7 +10,8 @@ on this CPU); `--eval-engine transformers` evaluates the HF policy and the merge
 training from its last checkpoint. Training runs first (its checkpoints are the state a stop keeps). Also says why accuracy moved or not: the share of greedy answers
 with a final answer and cut off at the limit, and the training audit graded against gold afterwards
 (reference accuracy, and the share of rewarded rollouts that were right). Copies metrics, curves and
-the summary into docs/cat_rl/ and ends with `cat_rl: before=<acc> after=<acc> heldout_before=<acc> heldout_after=<acc>`.
+the summary into docs/cat_rl/, and, with keep_adapter_steps, greedy accuracy at each kept adapter
+(accuracy_over_training.png); ends with `cat_rl: before=<acc> after=<acc> heldout_before=<acc> heldout_after=<acc>`.
 
     python bench/cat_rl.py [--config docs/cat_rl/config.yaml] [--set steps=100] [--eval-only]
     python bench/cat_rl.py --set reward=majority --set output_dir=runs/ttrl --out docs/ttrl   # the TTRL baseline
@@ -36,12 +37,13 @@ from catrl.hf_policy import resolve_policy
 from catrl.metrics import accuracy, paired_diff
 from catrl.paths import default_call_cache
 from catrl.precision import resolve_dtype
+from catrl.report.plots import plot_accuracy_over_training
 from catrl.report.table import AUDIT_HEADER, audit_rows
 from catrl.rollouts import build_request
 from catrl.run_audit import grade_group, read_audit, stretches
 from catrl.engines.llamacpp import LlamaCppEngine
 from catrl.lora_gguf import adapter_gguf_for
-from catrl.train import policy_gguf, resolve_rollouts, train
+from catrl.train import kept_adapters, policy_gguf, resolve_rollouts, train
 from catrl.train_config import load_config
 from catrl.types import Sampling
 from catrl.verify import extract_answer, is_right
@@ -131,6 +133,17 @@ def main() -> None:
     after_engine = engine_for(res.merged_dir, res.adapter_dir)
     after = greedy_graded(after_engine, train_ex, "after, train"), greedy_graded(after_engine, held_ex, "after, held-out")
     after_engine.close()
+    # accuracy over training: the same greedy evaluation at every kept adapter (keep_adapter_steps) before the last
+    over = {"train": [(0, before[0])], "held-out": [(0, before[1])]}
+    for step, adapter in kept_adapters(res.output_dir) if on_llamacpp else []:
+        if step < res.steps:
+            eng = engine_for(adapter, adapter)
+            over["train"].append((step, greedy_graded(eng, train_ex, f"step {step}, train")))
+            over["held-out"].append((step, greedy_graded(eng, held_ex, f"step {step}, held-out")))
+            eng.close()
+    over["train"].append((res.steps, after[0]))
+    over["held-out"].append((res.steps, after[1]))
+    over_acc = {k: [(step, asdict(accuracy(correct(g)))) for step, g in v] for k, v in over.items()}
 
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("metrics.jsonl", "curves.png", "config.yaml"):
@@ -147,6 +160,7 @@ def main() -> None:
                  "breakdown": {"before": breakdown(b), "after": breakdown(a)}}
            for key, b, a in (("train", before[0], after[0]), ("heldout", before[1], after[1]))},
         "reward_audit": [asdict(p) for p in audit],
+        "over_training": over_acc,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"command: python bench/cat_rl.py --config {args.config} {' '.join('--set ' + s for s in args.set)}; machine {summary['machine']}")
@@ -165,6 +179,11 @@ def main() -> None:
         bb, ab = summary[key]["breakdown"]["before"], summary[key]["breakdown"]["after"]
         print(f"{label:<26}{bb['answered']:>9.3f} -> {ab['answered']:.3f}{bb['truncated']:>9.3f} -> {ab['truncated']:.3f}"
               f"{bb['accuracy_when_answered']:>17.3f} -> {ab['accuracy_when_answered']:.3f}")
+    if len(over_acc["train"]) > 2:
+        plot_accuracy_over_training(over_acc, args.out / "accuracy_over_training.png",
+                                    title=f"greedy accuracy during CaT-RL ({cfg.policy}, {len(train_ex)} + {len(held_ex)} questions)")
+        print("greedy accuracy over training (step: train, held-out):  " + "   ".join(
+            f"{st}: {a['mean']:.3f}, {b['mean']:.3f}" for (st, a), (_, b) in zip(over_acc["train"], over_acc["held-out"], strict=True)))
     print("reward audit (training groups graded against gold afterwards; gold never reached a reward):")
     widths = [14, 7, 7, 16, 12, 15, 13, 15, 15]
     print("".join(f"{h:>{w}}" for h, w in zip(AUDIT_HEADER, widths)))

@@ -15,7 +15,7 @@ import yaml
 
 from catrl.errors import InputError
 from catrl.sft import read_labels
-from catrl.train import last_checkpoint, prompt_rows, trim_after_step
+from catrl.train import keep_adapter, kept_adapters, last_checkpoint, prompt_rows, trim_after_step
 from catrl.train_config import load_config
 
 
@@ -40,6 +40,8 @@ def test_config_file_and_overrides(tmp_path):
     ("g: 4\n", ["micro_batch=3"], r"'micro_batch' = 3 must divide"),
     ("anchor_timeout_s: 0\n", [], r"'anchor_timeout_s' = 0.0 must be > 0"),
     ("task: freeform\nreward: majority\n", [], r"field 'reward' = 'majority' must be cat, or majority with task math"),
+    ("save_steps: 10\n", ["keep_adapter_steps=25"], r"'keep_adapter_steps' = 25 must be 0, or a multiple of save_steps"),
+    ("lora_r: 0\nsave_steps: 5\n", ["keep_adapter_steps=5"], r"'keep_adapter_steps' = 5 must be 0, or a multiple of save_steps with LoRA"),
 ])
 def test_config_errors_name_file_line_and_field(tmp_path, text, overrides, message):
     p = tmp_path / "run.yaml"
@@ -92,6 +94,36 @@ def test_last_checkpoint_skips_a_save_the_kill_interrupted(tmp_path):
             (d / "trainer_state.json").write_text(state)
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
     assert last_checkpoint(tmp_path / "missing") is None
+
+
+def test_kept_adapters_are_whole_copies_by_step(tmp_path):
+    for step in (5, 10):
+        ckpt = tmp_path / f"checkpoint-{step}"
+        ckpt.mkdir()
+        (ckpt / "adapter_config.json").write_text("{}")
+        (ckpt / "adapter_model.safetensors").write_bytes(bytes([step]) * 8)
+        (ckpt / "optimizer.pt").write_bytes(b"big")
+        assert keep_adapter(ckpt, tmp_path / "adapters" / f"step-{step}") == tmp_path / "adapters" / f"step-{step}"
+    (tmp_path / "adapters" / "step-15.tmp").mkdir()  # a copy a kill interrupted
+    (tmp_path / "adapters" / "step-20").mkdir()  # not a whole adapter
+    kept = kept_adapters(tmp_path)
+    assert [s for s, _ in kept] == [5, 10]
+    assert (kept[1][1] / "adapter_model.safetensors").read_bytes() == bytes([10]) * 8 and not (kept[1][1] / "optimizer.pt").exists()
+    keep_adapter(tmp_path / "checkpoint-5", tmp_path / "adapters" / "step-10")  # again: replaced whole
+    assert (kept[1][1] / "adapter_model.safetensors").read_bytes() == bytes([5]) * 8
+    (tmp_path / "full").mkdir()
+    assert keep_adapter(tmp_path / "full", tmp_path / "adapters" / "step-30") is None  # a full fine-tune has no adapter
+    assert kept_adapters(tmp_path / "missing") == []
+
+
+def test_accuracy_over_training_plot(tmp_path):
+    from catrl.report.plots import plot_accuracy_over_training
+
+    acc = lambda m: {"mean": m, "lo": m - 0.05, "hi": m + 0.05}  # noqa: E731
+    png = plot_accuracy_over_training({"train": [(0, acc(0.2)), (50, acc(0.3)), (100, acc(0.4))],
+                                       "held-out": [(100, acc(0.35)), (0, acc(0.2))]}, tmp_path / "a.png", title="t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert plot_accuracy_over_training({"train": []}, tmp_path / "b.png") is None and not (tmp_path / "b.png").exists()
 
 
 def test_read_labels_errors_and_skips(tmp_path):
@@ -174,7 +206,7 @@ def test_majority_baseline_trains_with_no_anchor(tmp_path, smol_path):
 @pytest.mark.slow
 def test_catrl_train_resumes_after_a_kill(tmp_path, smol_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "catrl", "train"] + sum((["-s", s] for s in SMOL + ["steps=3", "save_steps=1", f"output_dir={run}"]), [])
+    cmd = [sys.executable, "-m", "catrl", "train"] + sum((["-s", s] for s in SMOL + ["steps=3", "save_steps=1", "keep_adapter_steps=2", f"output_dir={run}"]), [])
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     deadline = time.monotonic() + 400
@@ -194,6 +226,9 @@ def test_catrl_train_resumes_after_a_kill(tmp_path, smol_path):
     assert steps == sorted(steps) and set(steps) == {1, 2, 3} and len(steps) == 3 * steps.count(1)  # audited once each
     state = json.loads((run / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3 and (run / "merged" / "config.json").is_file()
+    kept = kept_adapters(run)  # every 2nd step; rotation (two kept) deletes checkpoints, not these
+    assert [s for s, _ in kept] == [2] and not (run / "checkpoint-1").exists()
+    assert (kept[0][1] / "adapter_model.safetensors").read_bytes() == (run / "checkpoint-2" / "adapter_model.safetensors").read_bytes()
     # started again once finished (a script resuming every stage): no step past `steps`, the same export
     weights = (run / "merged" / "model.safetensors").read_bytes()
     third = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)

@@ -6,7 +6,8 @@ never comes from the weights being trained. Each optimizer step generates `promp
 whole groups of G completions and scores them in one reward call (one batched anchor call). A run
 directory holds: config.yaml, checkpoint-N/ (every `save_steps`), metrics.jsonl (one row per
 step), audit.jsonl (every group's reference, answers and rewards), curves.png, and at the end
-adapter/ (LoRA) and merged/ (a plain HF model). Run the same command again to resume after a kill.
+adapter/ (LoRA) and merged/ (a plain HF model); with keep_adapter_steps, adapters/step-N/ too. Run the
+same command again to resume after a kill.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -198,6 +200,46 @@ def metrics_callback(path: Path):
     return MetricsJSONL()
 
 
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def keep_adapter(ckpt: Path, dest: Path) -> Path | None:
+    """Copy a checkpoint's LoRA adapter (the two files PEFT loads) to `dest`, whole or not at all:
+    a kill mid-copy leaves only a temporary directory, which the next snapshot replaces."""
+    if not all((ckpt / f).is_file() for f in ADAPTER_FILES):
+        return None
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in ADAPTER_FILES:
+        shutil.copy2(ckpt / f, tmp / f)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def kept_adapters(out: Path) -> list[tuple[int, Path]]:
+    """The adapter snapshots of a run (keep_adapter_steps), by step."""
+    found = [(int(d.name.removeprefix("step-")), d) for d in (out / "adapters").glob("step-*")
+             if d.name.removeprefix("step-").isdigit() and all((d / f).is_file() for f in ADAPTER_FILES)]
+    return sorted(found)
+
+
+def snapshot_callback(out: Path, every: int):
+    from transformers import TrainerCallback
+
+    class AdapterSnapshots(TrainerCallback):
+        """After a checkpoint of every `every`-th step is saved, keep its adapter: checkpoint rotation
+        (two kept) would delete it, and accuracy over training needs the weights of earlier steps."""
+
+        def on_save(self, args, state, control, **kwargs):
+            step = state.global_step
+            if step % every == 0 and keep_adapter(out / f"checkpoint-{step}", out / "adapters" / f"step-{step}") is None:
+                log.warning("checkpoint-%d has no LoRA adapter to keep", step)
+
+    return AdapterSnapshots()
+
+
 @dataclass
 class Run:
     """A GRPOTrainer wired for CaT, not yet started: what `train` runs and benchmarks time."""
@@ -259,7 +301,8 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
     trainer = GRPOTrainer(
         model=str(policy_dir), reward_funcs=[reward], args=grpo_args(cfg, out),
         train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft_config,
-        callbacks=[metrics_callback(out / "metrics.jsonl")], rollout_func=rollouts,
+        callbacks=[metrics_callback(out / "metrics.jsonl")] + ([snapshot_callback(out, cfg.keep_adapter_steps)] if cfg.keep_adapter_steps else []),
+        rollout_func=rollouts,
     )
     if not progress:
         trainer.remove_callback(ProgressCallback)

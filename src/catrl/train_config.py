@@ -65,6 +65,7 @@ class TrainConfig:
     # bookkeeping
     output_dir: str = "runs/cat-rl"
     save_steps: int = 10
+    keep_adapter_steps: int = 0  # also keep the LoRA adapter of every Nth step in adapters/step-N (checkpoint rotation deletes the rest): accuracy over training
     seed: int = 0
     threads: int | None = None
 
@@ -87,6 +88,9 @@ class TrainConfig:
             ("dtype", self.dtype in ("auto", "bf16", "fp32"), "must be auto, bf16 or fp32"),
             ("lora_r", self.lora_r >= 0, "must be >= 0"),
             ("save_steps", self.save_steps >= 1, "must be >= 1"),
+            ("keep_adapter_steps", self.keep_adapter_steps == 0 or (self.lora_r > 0 and self.keep_adapter_steps % self.save_steps == 0),
+             "must be 0, or a multiple of save_steps with LoRA (lora_r > 0): snapshots are taken from the checkpoints"),
+            ("keep_adapter_steps", self.keep_adapter_steps >= 0, "must be >= 0"),
             ("offset", self.offset >= 0, "must be >= 0"),
         ]
         for name, ok, msg in checks:

@@ -110,3 +110,32 @@ def plot_curves(metrics_path: Path, path: Path, title: str = "", smooth: int = 5
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_accuracy_over_training(points: dict[str, list[tuple[int, dict[str, float]]]], path: Path, title: str = "") -> Path | None:
+    """Greedy accuracy against GRPO step, one line per question set (`{"train": [(step, accuracy), ...]}`,
+    each accuracy a dict with mean, lo, hi), with 95% CIs as bands."""
+    if not any(points.values()):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    for (name, pts), color in zip(points.items(), ("tab:red", "tab:blue", "tab:green", "tab:gray"), strict=False):
+        pts = sorted(pts, key=lambda p: p[0])
+        x = [p[0] for p in pts]
+        ax.plot(x, [p[1]["mean"] for p in pts], marker="o", color=color, label=name)
+        ax.fill_between(x, [p[1]["lo"] for p in pts], [p[1]["hi"] for p in pts], color=color, alpha=0.15)
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("greedy accuracy")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
