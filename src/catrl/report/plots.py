@@ -6,6 +6,19 @@ from pathlib import Path
 from typing import Any
 
 
+def _save(fig, ax, path: Path) -> Path:
+    """Legend, grid, and the PNG written (its directory made); the figure closed."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def sweep_single_line(summary: dict[str, Any]) -> float | None:
     """Single-sample accuracy for the sweep plot, or None when it was measured on other questions
     than the sweep (a sweep on the first 50 of 200): there, G=1 is the single sample."""
@@ -42,13 +55,7 @@ def plot_sweep(summary: dict[str, Any], path: Path, title: str = "") -> Path | N
     ax.set_ylabel("accuracy")
     n = next(iter(sweep.values()))["cat"]["n"]
     ax.set_title(f"{title or 'accuracy vs G'} ({n} questions)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 TRAIN_PANELS = (
@@ -132,10 +139,4 @@ def plot_accuracy_over_training(points: dict[str, list[tuple[int, dict[str, floa
     ax.set_ylabel("greedy accuracy")
     if title:
         ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
