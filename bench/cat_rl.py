@@ -38,9 +38,9 @@ from catrl.metrics import accuracy, paired_diff
 from catrl.paths import default_call_cache
 from catrl.precision import resolve_dtype
 from catrl.report.plots import plot_accuracy_over_training
-from catrl.report.table import AUDIT_HEADER, audit_rows
+from catrl.report.table import AUDIT_HEADER, audit_rows, positions_line
 from catrl.rollouts import build_request
-from catrl.run_audit import grade_group, read_audit, stretches
+from catrl.run_audit import grade_group, lone_positions, read_audit, stretches
 from catrl.engines.llamacpp import LlamaCppEngine
 from catrl.lora_gguf import adapter_gguf_for
 from catrl.train import kept_adapters, policy_gguf, resolve_rollouts, train
@@ -160,6 +160,7 @@ def main() -> None:
                  "breakdown": {"before": breakdown(b), "after": breakdown(a)}}
            for key, b, a in (("train", before[0], after[0]), ("heldout", before[1], after[1]))},
         "reward_audit": [asdict(p) for p in audit],
+        "lone_positions": lone_positions(rows),
         "over_training": over_acc,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -189,6 +190,8 @@ def main() -> None:
     print("".join(f"{h:>{w}}" for h, w in zip(AUDIT_HEADER, widths)))
     for r in audit_rows(audit):
         print("".join(f"{c:>{w}}" for c, w in zip(r, widths)))
+    if line := positions_line(summary["lone_positions"]):
+        print(line)
     print(f"cat_rl: before={summary['train']['before']['mean']:.3f} after={summary['train']['after']['mean']:.3f} "
           f"heldout_before={summary['heldout']['before']['mean']:.3f} heldout_after={summary['heldout']['after']['mean']:.3f}")
 

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from catrl.cli import app
 from catrl.errors import InputError
 from catrl.report.html_audit import write_audit_html
-from catrl.run_audit import grade_group, read_audit, stretches
+from catrl.report.table import positions_line
+from catrl.run_audit import grade_group, lone_positions, read_audit, stretches
 
 
 def row(step, answers, rewards, ref, gold="42", **extra):
@@ -86,12 +87,28 @@ def test_bad_rows_name_file_and_line(tmp_path):
         read_audit(tmp_path / "nowhere")
 
 
+def test_lone_positions_count_where_a_lone_rollout_sets_the_reference():
+    rows = [row(1, ["1", "2", "3", "4"], [0, 0, 0, 1], "4", matches=[False, False, False, True]),  # the last one alone
+            row(2, ["1", "2", "3", "4"], [0, 0, 0, 1], "4", matches=[False, False, False, True]),
+            row(3, ["1", "2", "3", "9"], [1, 0, 0, 0], "1", matches=[True, False, False, False]),
+            row(4, ["7", "7", "3", "4"], [1, 1, 0, 0], "7", matches=[True, True, False, False]),  # two hold it: not lone
+            row(5, ["1", "2", "3", "4"], [0, 0, 0, 0], "5", matches=[False] * 4),  # the anchor's own answer
+            FREEFORM, {**FREEFORM, "matches": [True, False]}]  # rubric rows have no answers to match
+    assert lone_positions(rows) == [1, 0, 0, 2]
+    assert positions_line([1, 0, 0, 2]) == ("reference answer held by one rollout only: 3 groups; by the rollout's position "
+                                             "in the anchor prompt (1-4): 1 0 0 2 (chance: 0.8 each)")
+    assert lone_positions(ROWS) == [] and positions_line([]) is None and positions_line([0, 0]) is None
+
+
 def test_cli_prints_the_table_and_writes_the_page(tmp_path):
     write(tmp_path, ROWS)
     res = CliRunner().invoke(app, ["audit", str(tmp_path), "--parts", "2"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     whole = next(line for line in res.output.splitlines() if "whole run" in line)
     assert "4/12 33%" in whole and "3/5 60%" in whole and " 0/0 " in whole  # rollouts right; rewarded right; ref won/lost
-    assert (tmp_path / "audit.html").is_file()
+    assert (tmp_path / "audit.html").is_file() and "held by one rollout only" not in res.output  # no `matches` in ROWS
+    write(tmp_path, ROWS + [row(5, ["1", "2", "3", "4"], [0, 0, 0, 1], "4", matches=[False, False, False, True])])
+    res = CliRunner().invoke(app, ["audit", str(tmp_path)], env={"COLUMNS": "300"})
+    assert res.exit_code == 0 and "held by one rollout only: 1 groups" in res.output and "0 0 0 1 (chance: 0.2 each)" in res.output
     bad = CliRunner().invoke(app, ["audit", str(tmp_path / "missing")], env={"COLUMNS": "300"})
     assert bad.exit_code == 2 and "no audit trail" in bad.output

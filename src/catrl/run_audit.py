@@ -89,6 +89,19 @@ def grade_group(row: dict[str, Any], mode: str = "symbolic") -> GradedGroup:
     )
 
 
+def lone_positions(rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Per candidate position in the anchor's prompt (rollout order), the verifiable groups whose
+    reference answer that rollout alone holds. Chance spreads them evenly; a peak at one end is an
+    anchor that re-tells the first or last candidate it read instead of weighing them all."""
+    width = max((len(r.get("matches") or []) for r in rows if r.get("answers")), default=0)
+    counts = [0] * width
+    for r in rows:
+        hits = [i for i, m in enumerate(r.get("matches") or []) if m is True]
+        if r.get("answers") and len(hits) == 1:
+            counts[hits[0]] += 1
+    return counts
+
+
 def stretch(groups: Sequence[GradedGroup], label: str = "whole run") -> Stretch:
     steps = [g.step for g in groups if g.step is not None]
     rewards = [r for g in groups for r in g.rewards]

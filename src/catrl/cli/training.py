@@ -48,8 +48,8 @@ def audit(
     """What a CaT-RL run's reward paid for: every scored group on one HTML page, and per stretch of the run how often the
     reference, the majority and the rewarded rollouts were right (graded against gold afterwards, where the data has it)."""
     from catrl.report.html_audit import write_audit_html
-    from catrl.report.table import audit_table
-    from catrl.run_audit import grade_group, read_audit, stretches
+    from catrl.report.table import audit_table, positions_line
+    from catrl.run_audit import grade_group, lone_positions, read_audit, stretches
 
     try:
         rows = read_audit(run)
@@ -64,6 +64,8 @@ def audit(
         return
     summary = stretches(graded, parts)
     out.print(audit_table(summary, f"{run}: {len(rows)} groups"))
+    if line := positions_line(lone_positions(rows)):
+        out.print(line)
     if not summary[-1].graded:
         out.print("no gold answers in the audit rows: only rewards and flags are summed up")
     page = output or (run if run.is_dir() else run.parent) / "audit.html"

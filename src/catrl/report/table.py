@@ -80,6 +80,15 @@ def audit_rows(parts: list[Stretch]) -> list[list[str]]:
     return rows
 
 
+def positions_line(counts: list[int]) -> str | None:
+    """One line on the anchor's position bias (run_audit.lone_positions), or None with no such group."""
+    n = sum(counts)
+    if not n:
+        return None
+    return (f"reference answer held by one rollout only: {n} groups; by the rollout's position in the anchor prompt "
+            f"(1-{len(counts)}): {' '.join(map(str, counts))} (chance: {n / len(counts):.1f} each)")
+
+
 def audit_table(parts: list[Stretch], title: str) -> Table:
     t = Table(*AUDIT_HEADER, title=title)
     for r in audit_rows(parts):
