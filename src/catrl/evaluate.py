@@ -222,8 +222,7 @@ def summarize(results: list[QuestionResult], match: str = "symbolic") -> dict[st
         width = max((len(h) for h in held), default=0)
         summary["analyses"]["cat_answer_held_by_candidate_share"] = [
             sum(i < len(h) and h[i] for h in held) / len(held) for i in range(width)] if held else []
-        summary["analyses"]["cat_lone_answer_candidate_count"] = [
-            sum(sum(h) == 1 and i < len(h) and h[i] for h in held) for i in range(width)]
+        summary["analyses"]["cat_lone_answer_candidate_count"] = lone_counts(held)
         ks = sorted({int(k) for r in results for k in r.sweep})
         for k in ks:
             rows = [r.sweep[str(k)] for r in results if str(k) in r.sweep]
@@ -254,6 +253,13 @@ def answer_positions(answer: str | None, rollout_answers: list[str | None], matc
     if answer is None:
         return None
     return [a is not None and _same(answer, a, match) for a in rollout_answers]
+
+
+def lone_counts(held: list[list[bool]]) -> list[int]:
+    """Per candidate position, the groups whose reference answer that candidate alone holds (answer_positions
+    rows). Chance spreads them evenly; a peak at one end is an anchor re-telling the first or last it read."""
+    width = max((len(h) for h in held), default=0)
+    return [sum(sum(h) == 1 and i < len(h) and h[i] for h in held) for i in range(width)]
 
 
 def _same(a: str | None, b: str | None, match: str) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 
 from catrl.datasets import iter_jsonl
 from catrl.errors import InputError
+from catrl.evaluate import lone_counts
 from catrl.selection import majority_of_answers
 from catrl.verify import is_right
 
@@ -90,16 +91,9 @@ def grade_group(row: dict[str, Any], mode: str = "symbolic") -> GradedGroup:
 
 
 def lone_positions(rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Per candidate position in the anchor's prompt (rollout order), the verifiable groups whose
-    reference answer that rollout alone holds. Chance spreads them evenly; a peak at one end is an
-    anchor that re-tells the first or last candidate it read instead of weighing them all."""
-    width = max((len(r.get("matches") or []) for r in rows if r.get("answers")), default=0)
-    counts = [0] * width
-    for r in rows:
-        hits = [i for i, m in enumerate(r.get("matches") or []) if m is True]
-        if r.get("answers") and len(hits) == 1:
-            counts[hits[0]] += 1
-    return counts
+    """evaluate.lone_counts over a training trail: per rollout position in the anchor prompt, the
+    verifiable groups whose reference answer that rollout alone holds (its `matches`)."""
+    return lone_counts([[m is True for m in r["matches"]] for r in rows if r.get("answers") and r.get("matches")])
 
 
 def stretch(groups: Sequence[GradedGroup], label: str = "whole run") -> Stretch:
