@@ -40,7 +40,7 @@ from catrl.precision import resolve_dtype
 from catrl.report.plots import plot_accuracy_over_training
 from catrl.report.table import AUDIT_HEADER, audit_rows, positions_line
 from catrl.rollouts import build_request
-from catrl.run_audit import grade_group, lone_positions, read_audit, stretches
+from catrl.run_audit import Stretch, grade_group, lone_positions, read_audit, stretches
 from catrl.engines.llamacpp import LlamaCppEngine
 from catrl.lora_gguf import adapter_gguf_for
 from catrl.train import kept_adapters, policy_gguf, resolve_rollouts, train
@@ -93,30 +93,8 @@ def breakdown(graded: list[Graded]) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--config", type=Path, default=Path("docs/cat_rl/config.yaml"))
-    ap.add_argument("--set", action="append", default=[])
-    ap.add_argument("--heldout", type=int, default=200)
-    ap.add_argument("--eval-only", action="store_true", help="only the before-evaluation (to warm the cache)")
-    ap.add_argument("--out", type=Path, default=Path("docs/cat_rl"))
-    ap.add_argument("--eval-engine", choices=("llamacpp", "transformers"), default="llamacpp")
-    args = ap.parse_args()
-    cfg = load_config(args.config, args.set)
-    if cfg.limit is None:
-        raise SystemExit("the config must set limit (the training questions)")
-    data = load_examples(cfg.dataset, limit=cfg.offset + cfg.limit + args.heldout)
-    train_ex = data[cfg.offset : cfg.offset + cfg.limit]
-    held_ex = data[cfg.offset + cfg.limit :]
-    cache = CallCache(default_call_cache())
-    base_dir = resolve_policy(cfg.policy)
-
-    if not args.eval_only:  # training first: its checkpoints are what a stopped run keeps; the evaluations are cached calls
-        t0 = time.time()
-        res = train(cfg)
-        train_s = time.time() - t0
-    gguf = policy_gguf(cfg.policy)
-    on_llamacpp = args.eval_engine == "llamacpp" and gguf is not None
+def engine_factory(cfg, on_llamacpp: bool, gguf: Path | None, base_dir: Path, cache: CallCache):
+    """Greedy engines for each evaluated policy: llama.cpp with the adapter as a LoRA GGUF, else transformers."""
 
     def engine_for(trained: Path | None, adapter: Path | None):
         if on_llamacpp and (trained is None or adapter is not None):
@@ -124,35 +102,40 @@ def main() -> None:
             return CachedEngine(LlamaCppEngine(str(gguf), max_seqs=32, n_ctx_seq=1024, n_threads=cfg.threads, lora_path=lora), cache)
         return CachedEngine(TransformersEngine(trained or base_dir, dtype=cfg.dtype, threads=cfg.threads), cache)
 
-    base = engine_for(None, None)
-    before = greedy_graded(base, train_ex, "before, train"), greedy_graded(base, held_ex, "before, held-out")
-    base.close()
-    if args.eval_only:
-        print(f"before: train {accuracy(correct(before[0])).mean:.3f} held-out {accuracy(correct(before[1])).mean:.3f}")
-        return
-    after_engine = engine_for(res.merged_dir, res.adapter_dir)
-    after = greedy_graded(after_engine, train_ex, "after, train"), greedy_graded(after_engine, held_ex, "after, held-out")
-    after_engine.close()
-    # accuracy over training: the same greedy evaluation at every kept adapter (keep_adapter_steps) before the last
+    return engine_for
+
+
+def evaluate_both(engine, train_ex, held_ex, label: str) -> tuple[list[Graded], list[Graded]]:
+    """Greedy answers of one policy on the train and held-out questions; closes the engine."""
+    try:
+        return greedy_graded(engine, train_ex, f"{label}, train"), greedy_graded(engine, held_ex, f"{label}, held-out")
+    finally:
+        engine.close()
+
+
+def over_training(engine_for, res, before, after, train_ex, held_ex, on_llamacpp: bool) -> dict:
+    """Accuracy over training: the same greedy evaluation at every kept adapter (keep_adapter_steps) before the last."""
     over = {"train": [(0, before[0])], "held-out": [(0, before[1])]}
     for step, adapter in kept_adapters(res.output_dir) if on_llamacpp else []:
         if step < res.steps:
-            eng = engine_for(adapter, adapter)
-            over["train"].append((step, greedy_graded(eng, train_ex, f"step {step}, train")))
-            over["held-out"].append((step, greedy_graded(eng, held_ex, f"step {step}, held-out")))
-            eng.close()
+            tr, he = evaluate_both(engine_for(adapter, adapter), train_ex, held_ex, f"step {step}")
+            over["train"].append((step, tr))
+            over["held-out"].append((step, he))
     over["train"].append((res.steps, after[0]))
     over["held-out"].append((res.steps, after[1]))
-    over_acc = {k: [(step, asdict(accuracy(correct(g)))) for step, g in v] for k, v in over.items()}
+    return {k: [(step, asdict(accuracy(correct(g)))) for step, g in v] for k, v in over.items()}
 
-    args.out.mkdir(parents=True, exist_ok=True)
+
+def write_outputs(res, out: Path, before, after, over_acc: dict, train_s: float) -> dict:
+    """Copy the run's metrics, curves and config, the gzipped audit trail and summary.json into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
     for name in ("metrics.jsonl", "curves.png", "config.yaml"):
         if (res.output_dir / name).exists():
-            shutil.copy(res.output_dir / name, args.out / ("run_config.yaml" if name == "config.yaml" else name))
+            shutil.copy(res.output_dir / name, out / ("run_config.yaml" if name == "config.yaml" else name))
     rows = read_audit(res.output_dir)
     audit = stretches([grade_group(r) for r in rows], parts=4)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)  # for `catrl audit docs/cat_rl/audit.jsonl.gz`
-    (args.out / "audit.jsonl.gz").write_bytes(gzip.compress(text.encode(), mtime=0))
+    (out / "audit.jsonl.gz").write_bytes(gzip.compress(text.encode(), mtime=0))
     summary = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "steps": res.steps, "train_seconds_this_process": train_s,
         **{key: {"before": asdict(accuracy(correct(b))), "after": asdict(accuracy(correct(a))),
@@ -163,7 +146,12 @@ def main() -> None:
         "lone_positions": lone_positions(rows),
         "over_training": over_acc,
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def print_report(summary: dict, cfg, args, res, on_llamacpp: bool, questions: tuple[int, int]) -> None:
+    """The printed output committed as docs/cat_rl/output.txt; ends with the `cat_rl:` line."""
     print(f"command: python bench/cat_rl.py --config {args.config} {' '.join('--set ' + s for s in args.set)}; machine {summary['machine']}")
     teacher = f"anchor {cfg.anchor or cfg.policy} (llama.cpp, frozen)" if cfg.reward == "cat" else "reward: majority vote (TTRL), no anchor"
     print(f"policy {cfg.policy} + LoRA r={cfg.lora_r} ({resolve_dtype(cfg.dtype)}); {teacher}; {res.steps} GRPO steps, "
@@ -180,20 +168,54 @@ def main() -> None:
         bb, ab = summary[key]["breakdown"]["before"], summary[key]["breakdown"]["after"]
         print(f"{label:<26}{bb['answered']:>9.3f} -> {ab['answered']:.3f}{bb['truncated']:>9.3f} -> {ab['truncated']:.3f}"
               f"{bb['accuracy_when_answered']:>17.3f} -> {ab['accuracy_when_answered']:.3f}")
+    over_acc = summary["over_training"]
     if len(over_acc["train"]) > 2:
         plot_accuracy_over_training(over_acc, args.out / "accuracy_over_training.png",
-                                    title=f"greedy accuracy during CaT-RL ({cfg.policy}, {len(train_ex)} + {len(held_ex)} questions)")
+                                    title=f"greedy accuracy during CaT-RL ({cfg.policy}, {questions[0]} + {questions[1]} questions)")
         print("greedy accuracy over training (step: train, held-out):  " + "   ".join(
             f"{st}: {a['mean']:.3f}, {b['mean']:.3f}" for (st, a), (_, b) in zip(over_acc["train"], over_acc["held-out"], strict=True)))
     print("reward audit (training groups graded against gold afterwards; gold never reached a reward):")
     widths = [14, 7, 7, 16, 12, 15, 13, 15, 15]
     print("".join(f"{h:>{w}}" for h, w in zip(AUDIT_HEADER, widths)))
-    for r in audit_rows(audit):
+    for r in audit_rows([Stretch(**p) for p in summary["reward_audit"]]):
         print("".join(f"{c:>{w}}" for c, w in zip(r, widths)))
     if line := positions_line(summary["lone_positions"]):
         print(line)
     print(f"cat_rl: before={summary['train']['before']['mean']:.3f} after={summary['train']['after']['mean']:.3f} "
           f"heldout_before={summary['heldout']['before']['mean']:.3f} heldout_after={summary['heldout']['after']['mean']:.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", type=Path, default=Path("docs/cat_rl/config.yaml"))
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--heldout", type=int, default=200)
+    ap.add_argument("--eval-only", action="store_true", help="only the before-evaluation (to warm the cache)")
+    ap.add_argument("--out", type=Path, default=Path("docs/cat_rl"))
+    ap.add_argument("--eval-engine", choices=("llamacpp", "transformers"), default="llamacpp")
+    args = ap.parse_args()
+    cfg = load_config(args.config, args.set)
+    if cfg.limit is None:
+        raise SystemExit("the config must set limit (the training questions)")
+    data = load_examples(cfg.dataset, limit=cfg.offset + cfg.limit + args.heldout)
+    train_ex = data[cfg.offset : cfg.offset + cfg.limit]
+    held_ex = data[cfg.offset + cfg.limit :]
+
+    if not args.eval_only:  # training first: its checkpoints are what a stopped run keeps; the evaluations are cached calls
+        t0 = time.time()
+        res = train(cfg)
+        train_s = time.time() - t0
+    gguf = policy_gguf(cfg.policy)
+    on_llamacpp = args.eval_engine == "llamacpp" and gguf is not None
+    engine_for = engine_factory(cfg, on_llamacpp, gguf, resolve_policy(cfg.policy), CallCache(default_call_cache()))
+    before = evaluate_both(engine_for(None, None), train_ex, held_ex, "before")
+    if args.eval_only:
+        print(f"before: train {accuracy(correct(before[0])).mean:.3f} held-out {accuracy(correct(before[1])).mean:.3f}")
+        return
+    after = evaluate_both(engine_for(res.merged_dir, res.adapter_dir), train_ex, held_ex, "after")
+    over_acc = over_training(engine_for, res, before, after, train_ex, held_ex, on_llamacpp)
+    summary = write_outputs(res, args.out, before, after, over_acc, train_s)
+    print_report(summary, cfg, args, res, on_llamacpp, (len(train_ex), len(held_ex)))
 
 
 if __name__ == "__main__":
