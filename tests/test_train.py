@@ -173,6 +173,8 @@ def test_two_real_grpo_steps_see_whole_groups(tmp_path, smol_path):
     assert (run / "curves.png").stat().st_size > 0 and (run / "config.yaml").is_file()
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["rollouts"] == "llamacpp" and saved["dtype"] == "fp32"  # auto resolved: a GGUF policy with LoRA on a CPU
+    (start,) = [json.loads(x) for x in (run / "starts.jsonl").read_text().splitlines()]
+    assert start["from_step"] == 0 and start["rollouts"] == "llamacpp" and start["versions"]["torch"]
     assert all(m["completions/mean_length"] > 0 for m in metrics)
     # the run's own audit trail reads back and grades against gold afterwards (`catrl audit`)
     from catrl.report.html_audit import write_audit_html
@@ -236,6 +238,9 @@ def test_catrl_train_resumes_after_a_kill(tmp_path, smol_path):
     assert "trained 3 steps" in third.stdout and not (run / "checkpoint-4").exists()
     assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     assert (run / "merged" / "model.safetensors").read_bytes() == weights
+    starts = [json.loads(x) for x in (run / "starts.jsonl").read_text().splitlines()]  # each start and resume on record
+    assert len(starts) == 3 and starts[0]["from_step"] == 0 and 1 <= starts[1]["from_step"] < 3 and starts[2]["from_step"] == 3
+    assert all(s["dtype"] == "fp32" and s["versions"]["trl"] and s["machine"] for s in starts)
 
 
 @pytest.mark.real_model

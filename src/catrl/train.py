@@ -5,7 +5,8 @@ is a separate frozen engine (the same initial model on llama.cpp, or a server), 
 never comes from the weights being trained. Each optimizer step generates `prompts_per_step`
 whole groups of G completions and scores them in one reward call (one batched anchor call). A run
 directory holds: config.yaml, checkpoint-N/ (every `save_steps`), metrics.jsonl (one row per
-step), audit.jsonl (every group's reference, answers and rewards), curves.png, and at the end
+step), audit.jsonl (every group's reference, answers and rewards), starts.jsonl (one row per start or
+resume: from which step, in which dtype, on which machine and library versions), curves.png, and at the end
 adapter/ (LoRA) and merged/ (a plain HF model); with keep_adapter_steps, adapters/step-N/ too. Run the
 same command again to resume after a kill.
 """
@@ -15,7 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -186,6 +189,21 @@ def trim_after_step(path: Path, upto_step: int) -> None:
     path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
 
 
+def start_record(cfg: TrainConfig, from_step: int) -> dict[str, Any]:
+    """What this start of a run computes with: a run resumed across machines or upgrades says so in starts.jsonl."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(pkg: str) -> str | None:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return None
+
+    return {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from_step": from_step, "dtype": cfg.dtype,
+            "rollouts": cfg.rollouts, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "versions": {pkg: ver(pkg) for pkg in ("catrl", "torch", "transformers", "trl", "peft", "llama_cpp_python")}}
+
+
 def metrics_callback(path: Path):
     from transformers import TrainerCallback
 
@@ -278,11 +296,13 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
         dump_config(cfg, out / "config.resume.yaml")
     else:
         dump_config(cfg, out / "config.yaml")
-        for stale in ("metrics.jsonl", "audit.jsonl"):
+        for stale in ("metrics.jsonl", "audit.jsonl", "starts.jsonl"):
             (out / stale).unlink(missing_ok=True)
     resumed_step = checkpoint_step(ckpt) if ckpt else None
     trim_after_step(out / "metrics.jsonl", resumed_step or 0)
     trim_after_step(out / "audit.jsonl", resumed_step or 0)
+    with (out / "starts.jsonl").open("a") as f:
+        f.write(json.dumps(start_record(cfg, resumed_step or 0)) + "\n")
     policy_dir = resolve_policy(cfg.policy)
     tok = AutoTokenizer.from_pretrained(str(policy_dir), padding_side="left")
 
