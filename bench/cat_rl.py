@@ -127,9 +127,9 @@ def over_training(engine_for, res, before, after, train_ex, held_ex, on_llamacpp
 
 
 def write_outputs(res, out: Path, before, after, over_acc: dict, train_s: float) -> dict:
-    """Copy the run's metrics, curves and config, the gzipped audit trail and summary.json into `out`."""
+    """Copy the run's metrics, curves, config and starts, the gzipped audit trail and summary.json into `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("metrics.jsonl", "curves.png", "config.yaml"):
+    for name in ("metrics.jsonl", "curves.png", "config.yaml", "starts.jsonl"):
         if (res.output_dir / name).exists():
             shutil.copy(res.output_dir / name, out / ("run_config.yaml" if name == "config.yaml" else name))
     rows = read_audit(res.output_dir)
