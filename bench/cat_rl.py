@@ -126,22 +126,33 @@ def over_training(engine_for, res, before, after, train_ex, held_ex, on_llamacpp
     return {k: [(step, asdict(accuracy(correct(g)))) for step, g in v] for k, v in over.items()}
 
 
-def write_outputs(res, out: Path, before, after, over_acc: dict, train_s: float) -> dict:
+def trained_on(graded: list[Graded], examples, ids: set[str]) -> list[Graded]:
+    """The greedy answers to the training questions the run sampled (100 steps of one question see only some of the 200)."""
+    return [g for g, e in zip(graded, examples, strict=True) if e.id in ids]
+
+
+def compare(b: list[Graded], a: list[Graded]) -> dict:
+    return {"before": asdict(accuracy(correct(b))), "after": asdict(accuracy(correct(a))),
+            "diff": asdict(paired_diff(correct(a), correct(b))),
+            "breakdown": {"before": breakdown(b), "after": breakdown(a)}}
+
+
+def write_outputs(res, out: Path, before, after, over_acc: dict, train_s: float, train_ex) -> dict:
     """Copy the run's metrics, curves, config and starts, the gzipped audit trail and summary.json into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     for name in ("metrics.jsonl", "curves.png", "config.yaml", "starts.jsonl"):
         if (res.output_dir / name).exists():
             shutil.copy(res.output_dir / name, out / ("run_config.yaml" if name == "config.yaml" else name))
     rows = read_audit(res.output_dir)
+    seen = {str(r.get("id")) for r in rows}
     audit = stretches([grade_group(r) for r in rows], parts=4)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)  # for `catrl audit docs/cat_rl/audit.jsonl.gz`
     (out / "audit.jsonl.gz").write_bytes(gzip.compress(text.encode(), mtime=0))
     summary = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "steps": res.steps, "train_seconds_this_process": train_s,
-        **{key: {"before": asdict(accuracy(correct(b))), "after": asdict(accuracy(correct(a))),
-                 "diff": asdict(paired_diff(correct(a), correct(b))),
-                 "breakdown": {"before": breakdown(b), "after": breakdown(a)}}
-           for key, b, a in (("train", before[0], after[0]), ("heldout", before[1], after[1]))},
+        "train": compare(before[0], after[0]),
+        "trained_on": compare(trained_on(before[0], train_ex, seen), trained_on(after[0], train_ex, seen)),
+        "heldout": compare(before[1], after[1]),
         "reward_audit": [asdict(p) for p in audit],
         "lone_positions": lone_positions(rows),
         "over_training": over_acc,
@@ -155,16 +166,18 @@ def print_report(summary: dict, cfg, args, res, on_llamacpp: bool, questions: tu
     print(f"command: python bench/cat_rl.py --config {args.config} {' '.join('--set ' + s for s in args.set)}; machine {summary['machine']}")
     teacher = f"anchor {cfg.anchor or cfg.policy} (llama.cpp, frozen)" if cfg.reward == "cat" else "reward: majority vote (TTRL), no anchor"
     print(f"policy {cfg.policy} + LoRA r={cfg.lora_r} ({resolve_dtype(cfg.dtype)}); {teacher}; {res.steps} GRPO steps, "
-          f"G={cfg.g}, {cfg.prompts_per_step} questions/step, lr {cfg.learning_rate}, rollouts on {resolve_rollouts(cfg)}; "
+          f"G={cfg.g}, {cfg.prompts_per_step} question(s)/step, lr {cfg.learning_rate}, rollouts on {resolve_rollouts(cfg)}; "
           f"greedy on {'llama.cpp' if on_llamacpp else 'transformers'}, max {GREEDY.max_tokens} tokens")
     print(f"{'set':<26}{'before':>18}{'after':>18}{'after - before':>26}")
-    for key, label in (("train", f"train (GSM8K {cfg.offset}-{cfg.offset + cfg.limit - 1})"), ("heldout", "held-out (disjoint)")):
+    rows = (("train", f"train (GSM8K {cfg.offset}-{cfg.offset + cfg.limit - 1})"),
+            ("trained_on", f"  of which trained on ({summary['trained_on']['before']['n']})"), ("heldout", "held-out (disjoint)"))
+    for key, label in rows:
         s = summary[key]
         b, a, d = s["before"], s["after"], s["diff"]
         print(f"{label:<26}{b['mean']:>7.3f} [{b['lo']:.3f},{b['hi']:.3f}]{a['mean']:>7.3f} [{a['lo']:.3f},{a['hi']:.3f}]"
               f"{d['diff']:>+9.3f} [{d['lo']:+.3f},{d['hi']:+.3f}] p={d['mcnemar_p']:.3g}")
     print(f"{'why (before -> after)':<26}{'has an answer':>18}{'cut off at limit':>18}{'right when answered':>26}")
-    for key, label in (("train", "train"), ("heldout", "held-out")):
+    for key, label in rows:
         bb, ab = summary[key]["breakdown"]["before"], summary[key]["breakdown"]["after"]
         print(f"{label:<26}{bb['answered']:>9.3f} -> {ab['answered']:.3f}{bb['truncated']:>9.3f} -> {ab['truncated']:.3f}"
               f"{bb['accuracy_when_answered']:>17.3f} -> {ab['accuracy_when_answered']:.3f}")
@@ -214,7 +227,7 @@ def main() -> None:
         return
     after = evaluate_both(engine_for(res.merged_dir, res.adapter_dir), train_ex, held_ex, "after")
     over_acc = over_training(engine_for, res, before, after, train_ex, held_ex, on_llamacpp)
-    summary = write_outputs(res, args.out, before, after, over_acc, train_s)
+    summary = write_outputs(res, args.out, before, after, over_acc, train_s, train_ex)
     print_report(summary, cfg, args, res, on_llamacpp, (len(train_ex), len(held_ex)))
 
 
