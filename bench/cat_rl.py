@@ -13,7 +13,7 @@ with a final answer and cut off at the limit, and the training audit graded agai
 the summary into docs/cat_rl/, and, with keep_adapter_steps, greedy accuracy at each kept adapter
 (accuracy_over_training.png); ends with `cat_rl: before=<acc> after=<acc> heldout_before=<acc> heldout_after=<acc>`.
 
-    python bench/cat_rl.py [--config docs/cat_rl/config.yaml] [--set steps=100] [--eval-only]
+    python bench/cat_rl.py [--config docs/cat_rl/config.yaml] [--set steps=100] [--eval-only] [--curve-steps 50]
     python bench/cat_rl.py --set reward=majority --set output_dir=runs/ttrl --out docs/ttrl   # the TTRL baseline
 """
 
@@ -113,11 +113,12 @@ def evaluate_both(engine, train_ex, held_ex, label: str) -> tuple[list[Graded], 
         engine.close()
 
 
-def over_training(engine_for, res, before, after, train_ex, held_ex, on_llamacpp: bool) -> dict:
-    """Accuracy over training: the same greedy evaluation at every kept adapter (keep_adapter_steps) before the last."""
+def over_training(engine_for, res, before, after, train_ex, held_ex, on_llamacpp: bool, steps: set[int] | None) -> dict:
+    """Accuracy over training: the same greedy evaluation at every kept adapter (keep_adapter_steps) before the last,
+    or at those of `steps` only (each costs as much as the evaluation after)."""
     over = {"train": [(0, before[0])], "held-out": [(0, before[1])]}
     for step, adapter in kept_adapters(res.output_dir) if on_llamacpp else []:
-        if step < res.steps:
+        if step < res.steps and (steps is None or step in steps):
             tr, he = evaluate_both(engine_for(adapter, adapter), train_ex, held_ex, f"step {step}")
             over["train"].append((step, tr))
             over["held-out"].append((step, he))
@@ -198,14 +199,36 @@ def print_report(summary: dict, cfg, args, res, on_llamacpp: bool, questions: tu
           f"heldout_before={summary['heldout']['before']['mean']:.3f} heldout_after={summary['heldout']['after']['mean']:.3f}")
 
 
+def print_so_far(engine_for, cfg, before, train_ex, held_ex, on_llamacpp: bool, curve_steps: set[int] | None) -> None:
+    """--eval-only: greedy accuracy before and at each adapter kept so far, while the run goes on.
+
+    The same calls the whole bench makes later, so they land in the call cache; and a run that never
+    ends (a lost machine) still leaves measured accuracy at the steps it reached."""
+    print(f"greedy accuracy on llama.cpp, max {GREEDY.max_tokens} tokens; paired diff against before (bootstrap 95% CI, McNemar p)")
+    print(f"{'policy':<10}{'train':>22}{'held-out':>22}{'train diff':>28}{'held-out diff':>28}")
+
+    def line(label: str, tr: list[Graded], he: list[Graded]) -> None:
+        accs = [accuracy(correct(g)) for g in (tr, he)]
+        diffs = [paired_diff(correct(g), correct(b)) for g, b in ((tr, before[0]), (he, before[1]))] if tr is not before[0] else []
+        print(f"{label:<10}" + "".join(f"{a.mean:>11.3f} [{a.lo:.3f},{a.hi:.3f}]" for a in accs)
+              + "".join(f"{d.diff:>+11.3f} [{d.lo:+.3f},{d.hi:+.3f}] p={d.mcnemar_p:.2g}" for d in diffs))
+
+    line("before", *before)
+    for step, adapter in kept_adapters(Path(cfg.output_dir)) if on_llamacpp else []:
+        if curve_steps is None or step in curve_steps:
+            line(f"step {step}", *evaluate_both(engine_for(adapter, adapter), train_ex, held_ex, f"step {step}"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", type=Path, default=Path("docs/cat_rl/config.yaml"))
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--heldout", type=int, default=200)
-    ap.add_argument("--eval-only", action="store_true", help="only the before-evaluation (to warm the cache)")
+    ap.add_argument("--eval-only", action="store_true", help="no training: accuracy before and at each adapter kept so far (warms the call cache)")
     ap.add_argument("--out", type=Path, default=Path("docs/cat_rl"))
     ap.add_argument("--eval-engine", choices=("llamacpp", "transformers"), default="llamacpp")
+    ap.add_argument("--curve-steps", type=lambda v: {int(x) for x in v.split(",") if x.strip()}, default=None,
+                    help="evaluate only these kept adapters, e.g. 50 (comma-separated; empty: none); default all kept")
     args = ap.parse_args()
     cfg = load_config(args.config, args.set)
     if cfg.limit is None:
@@ -223,10 +246,10 @@ def main() -> None:
     engine_for = engine_factory(cfg, on_llamacpp, gguf, resolve_policy(cfg.policy), CallCache(default_call_cache()))
     before = evaluate_both(engine_for(None, None), train_ex, held_ex, "before")
     if args.eval_only:
-        print(f"before: train {accuracy(correct(before[0])).mean:.3f} held-out {accuracy(correct(before[1])).mean:.3f}")
+        print_so_far(engine_for, cfg, before, train_ex, held_ex, on_llamacpp, args.curve_steps)
         return
     after = evaluate_both(engine_for(res.merged_dir, res.adapter_dir), train_ex, held_ex, "after")
-    over_acc = over_training(engine_for, res, before, after, train_ex, held_ex, on_llamacpp)
+    over_acc = over_training(engine_for, res, before, after, train_ex, held_ex, on_llamacpp, args.curve_steps)
     summary = write_outputs(res, args.out, before, after, over_acc, train_s, train_ex)
     print_report(summary, cfg, args, res, on_llamacpp, (len(train_ex), len(held_ex)))
 
