@@ -161,6 +161,8 @@ def test_two_real_grpo_steps_see_whole_groups(tmp_path, smol_path):
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]
     assert all("cat/reward_mean" in m and "cat/synthesis_seconds" in m and "reward" in m for m in metrics)
+    # where the step's time went: llama.cpp sampling and the adapter sync, inside the step's own wall time
+    assert all(0 < m["rollouts/generate_seconds"] + m["rollouts/sync_seconds"] < m["step_time"] for m in metrics)
     audit = [json.loads(x) for x in (run / "audit.jsonl").read_text().splitlines()]
     by_call: dict[int, list] = {}
     for row in audit:
@@ -200,6 +202,7 @@ def test_majority_baseline_trains_with_no_anchor(tmp_path, smol_path):
     assert res.steps == 1
     metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert "rewards/majority/mean" in metrics and "cat/synthesis_seconds" not in metrics
+    assert "rollouts/generate_seconds" not in metrics  # transformers samples inside TRL's own step
     audit = [json.loads(x) for x in (tmp_path / "run" / "audit.jsonl").read_text().splitlines()]
     assert len(audit) == 2 and all(r["reference"]["text"].startswith("majority vote:") and not r["reference"]["prompt"] for r in audit)
 

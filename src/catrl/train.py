@@ -204,7 +204,8 @@ def start_record(cfg: TrainConfig, from_step: int) -> dict[str, Any]:
             "versions": {pkg: ver(pkg) for pkg in ("catrl", "torch", "transformers", "trl", "peft", "llama_cpp_python")}}
 
 
-def metrics_callback(path: Path):
+def metrics_callback(path: Path, extra: Callable[[], dict[str, float]] | None = None):
+    """`extra`: more of the step's metrics, read at logging time (the llama.cpp rollouts' own timings)."""
     from transformers import TrainerCallback
 
     class MetricsJSONL(TrainerCallback):
@@ -213,7 +214,7 @@ def metrics_callback(path: Path):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "train_runtime" not in logs:
                 with open(path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+                    f.write(json.dumps({"step": state.global_step, **logs, **(extra() if extra else {})}) + "\n")
 
     return MetricsJSONL()
 
@@ -321,7 +322,7 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
     trainer = GRPOTrainer(
         model=str(policy_dir), reward_funcs=[reward], args=grpo_args(cfg, out),
         train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft_config,
-        callbacks=[metrics_callback(out / "metrics.jsonl")] + ([snapshot_callback(out, cfg.keep_adapter_steps)] if cfg.keep_adapter_steps else []),
+        callbacks=[metrics_callback(out / "metrics.jsonl", rollouts and rollouts.seconds_metrics)] + ([snapshot_callback(out, cfg.keep_adapter_steps)] if cfg.keep_adapter_steps else []),
         rollout_func=rollouts,
     )
     if not progress:

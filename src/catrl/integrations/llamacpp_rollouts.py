@@ -60,6 +60,10 @@ class LlamaCppRollouts:
         self.engine.set_lora(gguf)
         self.synced_step = step
 
+    def seconds_metrics(self) -> dict[str, float]:
+        """The last step's timings as metrics: with step_time and cat/*_seconds they split the step."""
+        return {f"rollouts/{k}_seconds": v for k, v in self.last_seconds.items()}
+
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list]:
         t0 = time.perf_counter()
         step = trainer.state.global_step
