@@ -113,15 +113,20 @@ def evaluate_both(engine, train_ex, held_ex, label: str) -> tuple[list[Graded], 
         engine.close()
 
 
+def curve_adapters(output_dir: Path, on_llamacpp: bool, steps: set[int] | None, below: int | None = None) -> list[tuple[int, Path]]:
+    """The kept adapters to evaluate over training: those of `steps` (None: all), before step `below`; llama.cpp only."""
+    kept = kept_adapters(output_dir) if on_llamacpp else []
+    return [(st, a) for st, a in kept if (steps is None or st in steps) and (below is None or st < below)]
+
+
 def over_training(engine_for, res, before, after, train_ex, held_ex, on_llamacpp: bool, steps: set[int] | None) -> dict:
     """Accuracy over training: the same greedy evaluation at every kept adapter (keep_adapter_steps) before the last,
     or at those of `steps` only (each costs as much as the evaluation after)."""
     over = {"train": [(0, before[0])], "held-out": [(0, before[1])]}
-    for step, adapter in kept_adapters(res.output_dir) if on_llamacpp else []:
-        if step < res.steps and (steps is None or step in steps):
-            tr, he = evaluate_both(engine_for(adapter, adapter), train_ex, held_ex, f"step {step}")
-            over["train"].append((step, tr))
-            over["held-out"].append((step, he))
+    for step, adapter in curve_adapters(res.output_dir, on_llamacpp, steps, below=res.steps):
+        tr, he = evaluate_both(engine_for(adapter, adapter), train_ex, held_ex, f"step {step}")
+        over["train"].append((step, tr))
+        over["held-out"].append((step, he))
     over["train"].append((res.steps, after[0]))
     over["held-out"].append((res.steps, after[1]))
     return {k: [(step, asdict(accuracy(correct(g)))) for step, g in v] for k, v in over.items()}
@@ -207,16 +212,15 @@ def print_so_far(engine_for, cfg, before, train_ex, held_ex, on_llamacpp: bool, 
     print(f"greedy accuracy on llama.cpp, max {GREEDY.max_tokens} tokens; paired diff against before (bootstrap 95% CI, McNemar p)")
     print(f"{'policy':<10}{'train':>22}{'held-out':>22}{'train diff':>28}{'held-out diff':>28}")
 
-    def line(label: str, tr: list[Graded], he: list[Graded]) -> None:
+    def line(label: str, tr: list[Graded], he: list[Graded], against_before: bool = True) -> None:
         accs = [accuracy(correct(g)) for g in (tr, he)]
-        diffs = [paired_diff(correct(g), correct(b)) for g, b in ((tr, before[0]), (he, before[1]))] if tr is not before[0] else []
+        diffs = [paired_diff(correct(g), correct(b)) for g, b in ((tr, before[0]), (he, before[1]))] if against_before else []
         print(f"{label:<10}" + "".join(f"{a.mean:>11.3f} [{a.lo:.3f},{a.hi:.3f}]" for a in accs)
               + "".join(f"{d.diff:>+11.3f} [{d.lo:+.3f},{d.hi:+.3f}] p={d.mcnemar_p:.2g}" for d in diffs))
 
-    line("before", *before)
-    for step, adapter in kept_adapters(Path(cfg.output_dir)) if on_llamacpp else []:
-        if curve_steps is None or step in curve_steps:
-            line(f"step {step}", *evaluate_both(engine_for(adapter, adapter), train_ex, held_ex, f"step {step}"))
+    line("before", *before, against_before=False)
+    for step, adapter in curve_adapters(Path(cfg.output_dir), on_llamacpp, curve_steps):
+        line(f"step {step}", *evaluate_both(engine_for(adapter, adapter), train_ex, held_ex, f"step {step}"))
 
 
 def main() -> None:
