@@ -137,3 +137,23 @@ def test_a_prompts_directory_replaces_the_synthesis_prompt_and_the_run_records_i
     assert row["reference"]["prompt"][-1]["content"].startswith("MY-SYNTHESIS 2 candidates:")
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["config"]["prompts"] == {"dir": str(d.resolve()), "replaced": ["synthesis_reasoning"]}
+
+
+def test_estimator_flag_on_answer_label_and_eval(tmp_path, smol_path):
+    """--estimator reaches the reference: answer prints which and whether it agrees with the vote, label
+    records it per row, eval's summary and results carry it; a bad spec fails before any model loads."""
+    r = _cli("answer", "What is 7 times 6?", "-g", "3", "--max-tokens", "40", "--estimator", "cluster", tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "CaT reference (cluster)" in r.stdout and "majority vote" in r.stdout
+    out = tmp_path / "labels.jsonl"
+    r = _cli("label", "gsm8k", "--limit", "1", "-g", "2", "--max-tokens", "40", "-o", str(out), "--estimator", "permutation:k=2", tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text().splitlines()[0])["estimator"] == {"name": "permutation", "seed": 0, "k": 2}
+    r = _cli("eval", "--limit", "1", "-g", "2", "--max-tokens", "30", "--anchor-max-tokens", "30", "--methods", "majority,cat",
+             "--sweep", "", "--estimator", "confidence_vote", "--out", str(tmp_path / "ev"), tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["config"]["estimator"]["name"] == "confidence_vote"
+    row = json.loads((tmp_path / "ev" / "results.jsonl").read_text().splitlines()[0])
+    assert row["reference"]["estimator"]["name"] == "confidence_vote" and row["reference"]["prompt"] == []
+    r = _cli("answer", "What is 7 times 6?", "-g", "2", "--estimator", "recursive:m=3", tmp_path=tmp_path)
+    assert r.returncode != 0 and "m=3 is more than the group's 2" in r.stdout + r.stderr

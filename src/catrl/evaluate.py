@@ -17,10 +17,11 @@ from typing import Any
 from catrl import selection
 from catrl.datasets import gold_answer, load_examples
 from catrl.engines.base import Engine
+from catrl.estimators import check_estimator
 from catrl.errors import InputError
 from catrl.metrics import accuracy, paired_diff
 from catrl.rollouts import build_request
-from catrl.synthesis import reference_flags, synthesize_many
+from catrl.synthesis import reference_flags
 from catrl.types import Sampling
 from catrl.verify import equivalent, extract_answer, is_right
 
@@ -44,6 +45,7 @@ class EvalConfig:
     g_sweep: tuple[int, ...] = (1, 2, 4, 8)
     sweep_limit: int | None = None  # questions in the accuracy-vs-G sweep (default: all)
     match: str = "symbolic"
+    estimator: str = "synthesis"  # how the `cat` row's reference is estimated (catrl.estimators spec)
 
     def check(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -51,6 +53,7 @@ class EvalConfig:
             raise InputError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
         if any(k < 1 or k > self.g for k in self.g_sweep):
             raise InputError(f"every G in the sweep must be in 1..{self.g}, got {self.g_sweep}")
+        check_estimator(self.estimator, min((*self.g_sweep, self.g)) if "cat" in self.methods else self.g, "reasoning", self.match)
 
 
 @dataclass
@@ -97,13 +100,14 @@ def run_eval(
     # 2) CaT: the anchor synthesizes from the rollouts alone
     results_methods: list[dict[str, dict[str, Any]]] = [{} for _ in examples]
     refs = None
+    estimator = check_estimator(cfg.estimator, match=cfg.match)
     if "cat" in cfg.methods:
         k = cap("cat")
-        refs = synthesize_many(anchor, texts[:k], "reasoning", cfg.anchor_sampling, ids=[e.id for e in examples[:k]],
-                               on_result=stage_counter(tick, "synthesis", k))
+        refs = estimator.estimate_many(anchor, groups[:k], "reasoning", cfg.anchor_sampling, ids=[e.id for e in examples[:k]],
+                                       on_result=stage_counter(tick, estimator.name, k))
         for i, ref in enumerate(refs):
             results_methods[i]["cat"] = {"index": None, "answer": ref.answer,
-                                         "flags": ([] if ref.answer else ["no_reference_answer"]) + reference_flags(ref)}
+                                         "flags": ([] if ref.answer else ["no_reference_answer"]) + reference_flags(ref) + ref.flags}
 
     # 3) baselines
     for i in range(cap("single") if "single" in cfg.methods else 0):
@@ -138,8 +142,8 @@ def run_eval(
             if g == cfg.g:
                 sub = refs[:ks]
             else:
-                sub = synthesize_many(anchor, [t[:g] for t in texts[:ks]], "reasoning", cfg.anchor_sampling,
-                                      on_result=stage_counter(tick, f"synthesis G={g}", ks))
+                sub = estimator.estimate_many(anchor, [t[:g] for t in groups[:ks]], "reasoning", cfg.anchor_sampling,
+                                              on_result=stage_counter(tick, f"{estimator.name} G={g}", ks))
             for i in range(ks):
                 maj = selection.majority(texts[i][:g], cfg.match)
                 sweep[i][str(g)] = {"cat": sub[i].answer, "cat_correct": is_right(golds[i], sub[i].answer, cfg.match),
@@ -211,6 +215,7 @@ def summarize(results: list[QuestionResult], match: str = "symbolic") -> dict[st
         }
         # where the reference's answer comes from: what explains CaT winning or losing against the vote
         positions = [answer_positions(r.methods["cat"]["answer"], [x["answer"] for x in r.rollouts], match) for r in with_cat]
+        prompt_order = [in_prompt_order(p, (r.reference or {}).get("order")) for r, p in zip(with_cat, positions, strict=True)]
         support = [reference_support(r.methods["cat"]["answer"], [x["answer"] for x in r.rollouts], r.majority["answer"], match, p)
                    for r, p in zip(with_cat, positions, strict=True)]
         for kind in ("minority", "none"):
@@ -218,7 +223,7 @@ def summarize(results: list[QuestionResult], match: str = "symbolic") -> dict[st
             summary["analyses"][f"cat_answer_{kind}_count"] = len(chosen)
             summary["analyses"][f"cat_accuracy_answer_{kind}"] = asdict(accuracy(chosen))
         # the anchor's position bias: which candidate's answer the reference repeats, by position in the prompt
-        held = [h for h in positions if h is not None]
+        held = [h for h in prompt_order if h is not None]
         width = max((len(h) for h in held), default=0)
         summary["analyses"]["cat_answer_held_by_candidate_share"] = [
             sum(i < len(h) and h[i] for h in held) / len(held) for i in range(width)] if held else []
@@ -253,6 +258,14 @@ def answer_positions(answer: str | None, rollout_answers: list[str | None], matc
     if answer is None:
         return None
     return [a is not None and _same(answer, a, match) for a in rollout_answers]
+
+
+def in_prompt_order(held: list[bool] | None, order: list[int] | None) -> list[bool] | None:
+    """answer_positions' row re-ordered to the order the anchor read the candidates in (a shuffled
+    prompt's `order`); as is when the prompt held every rollout in the given order, or not all of them."""
+    if held is None or order is None or sorted(order) != list(range(len(held))):
+        return held
+    return [held[i] for i in order]
 
 
 def lone_counts(held: list[list[bool]]) -> list[int]:

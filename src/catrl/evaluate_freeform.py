@@ -26,7 +26,7 @@ from catrl.metrics import paired_diff, spearman_clustered
 from catrl.rewards import rubric_rewards
 from catrl.rollouts import build_request
 from catrl.rubrics import propose_rubrics
-from catrl.synthesis import synthesize_many
+from catrl.estimators import check_estimator
 from catrl.types import Example, Sampling
 
 METHODS = ("single", "min_ppl", "self_bon", "mutual", "cat")
@@ -47,6 +47,7 @@ class FreeformConfig:
     # validity: also judge the self-proposed rubric in these modes (reward "self_rubric_<mode>"), to see
     # what batching costs in validity and how often the modes agree on a verdict
     validity_extra_modes: tuple[str, ...] = ()
+    estimator: str = "synthesis"  # how the `cat` response is estimated (synthesis, permutation, recursive)
     judge_max_tokens: int | None = None  # cap on every grader / judge answer (None: each mode's default)
 
     def judge_sampling(self) -> Sampling | None:
@@ -56,6 +57,7 @@ class FreeformConfig:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise InputError(f"unknown free-form methods {unknown}; choose from {', '.join(METHODS)}")
+        check_estimator(self.estimator, self.g, "freeform")
 
 
 @dataclass
@@ -94,8 +96,9 @@ def run_freeform_eval(
     refs = None
     if "cat" in cfg.methods:
         k = cap("cat")
-        refs = synthesize_many(anchor, texts[:k], "freeform", cfg.anchor_sampling, ids=[e.id for e in examples[:k]],
-                               on_result=stage_counter(tick, "synthesis", k))
+        est = check_estimator(cfg.estimator, cfg.g, "freeform")
+        refs = est.estimate_many(anchor, groups[:k], "freeform", cfg.anchor_sampling, ids=[e.id for e in examples[:k]],
+                                 on_result=stage_counter(tick, est.name, k))
     if "single" in cfg.methods:
         for i in range(cap("single")):
             picks[i]["single"] = {"index": 0, "flags": []}

@@ -23,7 +23,7 @@ from catrl.rubrics import propose_rubrics
 from catrl.rewards import verifiable_rewards
 from catrl.rollouts import build_request, read_done
 from catrl.selection import majority
-from catrl.synthesis import synthesize_many
+from catrl.estimators import Estimator, check_estimator
 from catrl.types import Example, Sampling
 from catrl.verify import equivalent
 
@@ -43,6 +43,7 @@ def label_record(example: Example, rollouts: list[str], ref, match: str = "symbo
         "rollout_answers": rec.answers,
         "flags": rec.flags,
         "anchor_prompt_chars": sum(len(m["content"]) for m in ref.prompt),
+        "estimator": ref.estimator,
     }
 
 
@@ -55,6 +56,7 @@ def freeform_record(example: Example, rollouts: list[str], ref, rubric) -> dict[
         "flags": list(rubric.flags) + ([] if ref.finish_reason == "stop" else [f"reference_{ref.finish_reason}"]),
         "rollouts": len(rollouts),
         "anchor_prompt_chars": sum(len(m["content"]) for m in ref.prompt),
+        "estimator": ref.estimator,
     }
 
 
@@ -70,9 +72,12 @@ def label_file(
     chunk: int = 16,
     on_row: Callable[[int, int], None] | None = None,
     task: str = "verifiable",
+    estimator: Estimator | str | None = None,
 ) -> dict[str, int]:
     if task not in ("verifiable", "freeform"):
         raise InputError(f"task must be 'verifiable' or 'freeform', got {task!r}")
+    mode = "reasoning" if task == "verifiable" else "freeform"
+    est = check_estimator(estimator, g, mode)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     done = read_done(out_path)
     todo = [e for e in examples if e.id not in done]
@@ -84,8 +89,7 @@ def label_file(
             part = todo[start : start + chunk]
             groups = policy.generate([build_request(e, prompt) for e in part], sampling, n=g)
             texts = [[c.text for c in grp] for grp in groups]
-            mode = "reasoning" if task == "verifiable" else "freeform"
-            refs = synthesize_many(anchor, texts, mode, anchor_sampling, ids=[e.id for e in part])
+            refs = est.estimate_many(anchor, groups, mode, anchor_sampling, ids=[e.id for e in part])
             rubrics = propose_rubrics(anchor, [r.text for r in refs], sampling=anchor_sampling) if task == "freeform" else refs
             for e, t, ref, rub in zip(part, texts, refs, rubrics, strict=True):
                 rec = label_record(e, t, ref) if task == "verifiable" else freeform_record(e, t, ref, rub)

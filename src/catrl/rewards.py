@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from catrl.engines.base import Engine
+from catrl.estimators import Estimator, check_estimator
 from catrl.errors import EngineError, InputError
 from catrl.judging import judge_many
 from catrl.rubrics import propose_rubrics
@@ -75,7 +76,8 @@ def verifiable_rewards(reference: Reference, rollouts: Sequence[str], mode: str 
     """Pure scoring of rollouts against a reference (no model call)."""
     answers = [extract_answer(r) for r in rollouts]
     rec = RewardRecord(rewards=[0.0] * len(rollouts), reference=reference, answers=answers,
-                       matches=[False] * len(rollouts), rollout_flags=[[] for _ in rollouts], flags=reference_flags(reference))
+                       matches=[False] * len(rollouts), rollout_flags=[[] for _ in rollouts],
+                       flags=reference_flags(reference) + list(reference.flags))
     if reference.answer is None:
         rec.flags.append("no_reference_answer")
         return rec
@@ -100,7 +102,13 @@ class CaTReward:
     sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=1024))
     include_question: bool = False
     timeout_s: float = DEFAULT_TIMEOUT_S
+    estimator: Estimator | str | None = None  # catrl.estimators spec; None: the paper's synthesis
     last_seconds: dict[str, float] = field(default_factory=dict, repr=False)  # of the last score_groups call
+
+    def __post_init__(self):
+        self.estimator = check_estimator(self.estimator, mode="reasoning", match=self.match)
+        if self.include_question and self.estimator.name != "synthesis":
+            raise InputError(f"include_question=True is the paper's synthesis ablation; estimator {self.estimator.name!r} never sees the question")
 
     def __call__(self, question: str | None, rollouts: Sequence[str]) -> RewardRecord:
         return self.score_groups([question], [rollouts])[0]
@@ -112,7 +120,10 @@ class CaTReward:
             raise InputError("include_question=True needs every group's question")
         qs = list(questions) if self.include_question else None
         t0 = time.perf_counter()
-        refs = synthesize_many(self.anchor, groups, "reasoning", self.sampling, questions=qs)
+        if qs is not None:
+            refs = synthesize_many(self.anchor, groups, "reasoning", self.sampling, questions=qs)
+        else:
+            refs = self.estimator.estimate_many(self.anchor, groups, "reasoning", self.sampling)
         t1 = time.perf_counter()
         out = [verifiable_rewards(ref, g, self.match, self.timeout_s) for ref, g in zip(refs, groups, strict=True)]
         self.last_seconds = {"synthesis": t1 - t0, "verify": time.perf_counter() - t1}
@@ -192,7 +203,11 @@ class RubricReward:
     length_penalty: float = -1.0
     count_tokens: Callable[[str], int] | None = None
     sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=1024))
+    estimator: Estimator | str | None = None  # catrl.estimators spec (free-form: synthesis, permutation, recursive)
     last_seconds: dict[str, float] = field(default_factory=dict, repr=False)  # of the last score_groups call
+
+    def __post_init__(self):
+        self.estimator = check_estimator(self.estimator, mode="freeform")
 
     def __call__(self, conversation: str | Sequence[Message], rollouts: Sequence[str]) -> RewardRecord:
         return self.score_groups([conversation], [rollouts])[0]
@@ -205,7 +220,7 @@ class RubricReward:
             raise InputError(f"rubric_from must be 'reference' or 'question', got {self.rubric_from!r}")
         require_rollouts(groups)
         t0 = time.perf_counter()
-        refs = synthesize_many(self.anchor, groups, "freeform", self.sampling)
+        refs = self.estimator.estimate_many(self.anchor, groups, "freeform", self.sampling)
         t1 = time.perf_counter()
         from_q = self.rubric_from == "question"
         rubrics = propose_rubrics(
@@ -221,7 +236,7 @@ class RubricReward:
             lens = list(lengths[gi]) if lengths is not None else self._lengths(g)
             rec = rubric_rewards(ref, rub, flat[k : k + len(g)], weighted=self.weighted, lengths=lens,
                                  length_limit=self.length_limit, length_penalty=self.length_penalty)
-            rec.flags += reference_flags(ref)
+            rec.flags += reference_flags(ref) + list(ref.flags)
             out.append(rec)
             k += len(g)
         return out

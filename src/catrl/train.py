@@ -88,13 +88,13 @@ def build_reward(cfg: TrainConfig, audit_path: Path):
                                        flash_attn=cfg.anchor_flash_attn, use_cache=False))
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_tokens=cfg.anchor_max_tokens, seed=cfg.seed)
     if cfg.task == "math":
-        reward = CaTReward(anchor, match=cfg.match, sampling=sampling)
+        reward = CaTReward(anchor, match=cfg.match, sampling=sampling, estimator=cfg.estimator)
     else:
         judge = anchor
         if cfg.judge or cfg.judge_base_url:
             judge = open_engine(EngineOptions(model=cfg.judge or anchor_model, base_url=cfg.judge_base_url,
                                               threads=cfg.threads, use_cache=False))
-        reward = RubricReward(anchor, judge, sampling=sampling)
+        reward = RubricReward(anchor, judge, sampling=sampling, estimator=cfg.estimator)
     return CaTRewardFunc(reward, num_generations=cfg.g, gold_column="gold", id_column="id", audit_path=audit_path)
 
 

@@ -39,6 +39,7 @@ class TrainConfig:
     prompts_dir: str | None = None  # a directory of <name>.txt files replacing packaged prompts (synthesis, rubric, judge); default: CATRL_PROMPTS
     match: str = "symbolic"  # math: symbolic (math-verify) | string (the paper's boxed-string match)
     reward: str = "cat"  # math: cat | majority (TTRL's majority-vote pseudo-label: the baseline with no anchor)
+    estimator: str = "synthesis"  # reward "cat": how the reference is estimated (catrl.estimators spec, e.g. cluster, permutation:k=4)
     # GRPO
     g: int = 8  # rollouts per question (num_generations)
     prompts_per_step: int = 2  # questions per optimizer step
@@ -96,6 +97,11 @@ class TrainConfig:
         for name, ok, msg in checks:
             if not ok:
                 raise InputError(f"{where}: field {name!r} = {getattr(self, name)!r} {msg}")
+        from catrl.estimators import check_estimator
+        try:
+            check_estimator(self.estimator, self.g, "reasoning" if self.task == "math" else "freeform", self.match)
+        except InputError as e:
+            raise InputError(f"{where}: field 'estimator' = {self.estimator!r}: {e}") from None
         return self
 
     def to_dict(self) -> dict[str, Any]:

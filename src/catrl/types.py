@@ -177,10 +177,22 @@ class Reference:
     text: str
     answer: str | None  # extracted final answer (verifiable mode), else None
     prompt: list[Message]
-    finish_reason: str = "stop"
+    finish_reason: str = "stop"  # the anchor call's; "unanimous" / "vote" when no anchor was called
+    # how it was estimated (catrl.estimators): the estimator's name and parameters, the candidate order
+    # of `prompt` (rollout indices, first read first), one record per anchor call (order, tokens,
+    # answer), and flags such as "unanimous", "no_candidate_answers", "syntheses_disagree:2"
+    estimator: dict[str, Any] = field(default_factory=lambda: {"name": "synthesis"})
+    order: list[int] | None = None
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def anchor_tokens(self) -> tuple[int, int]:
+        """(prompt, completion) tokens of every anchor call this reference cost."""
+        return (sum(c.get("prompt_tokens", 0) for c in self.calls), sum(c.get("completion_tokens", 0) for c in self.calls))
 
 
 @dataclass

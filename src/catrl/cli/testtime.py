@@ -10,11 +10,13 @@ import typer
 from rich.table import Table
 
 from catrl import models, prompting
-from catrl.cli.common import (AdapterOpt, AnchorFlashOpt, AnchorModelOpt, AnchorUrlOpt, ApiKeyOpt, BaseUrlOpt, CacheOpt, ConcOpt, CtxOpt, GOpt, GroupCtxOpt,
+from catrl.cli.common import (AdapterOpt, AnchorFlashOpt, AnchorModelOpt, AnchorUrlOpt, ApiKeyOpt, BaseUrlOpt, CacheOpt, ConcOpt, CtxOpt, EstimatorOpt, GOpt,
+                              GroupCtxOpt,
                               MaxSeqsOpt, ModelOpt, NoCacheOpt, ThreadsOpt, TimeoutOpt, app, console, engine_opts, fail, open_pulled,
                               out, policy_and_anchor, progress, sampling_of, stage_ticker)
 from catrl.engines.factory import group_context
 from catrl.errors import CatrlError
+from catrl.estimators import check_estimator
 
 
 @app.command()
@@ -82,6 +84,7 @@ def eval_cmd(
     sweep: Annotated[str, typer.Option("--sweep", help="G values for the accuracy-vs-G plot (first k rollouts reused; values above --g are dropped); '' to skip.")] = "1,2,4,8",
     sweep_limit: Annotated[int | None, typer.Option("--sweep-limit", help="Questions in the sweep (default: all).")] = None,
     match: Annotated[str, typer.Option("--match", help="symbolic (math-verify) or string (the paper's boxed-string match).")] = "symbolic",
+    estimator: EstimatorOpt = "synthesis",
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: out/eval-<dataset>).")] = None,
     temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20,
     max_tokens: Annotated[int, typer.Option(help="Max new tokens per rollout.")] = 512,
@@ -118,7 +121,7 @@ def eval_cmd(
                        sampling_of(temperature, top_p, top_k, anchor_max_tokens, seed),
                        engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache, adapter=adapter),
                        anchor_model, anchor_base_url, grader_model, grader_base_url, judge_model, judge_base_url, judge_mode, validity,
-                       judge_max_tokens, anchor_flash_attn)
+                       judge_max_tokens, anchor_flash_attn, estimator)
         return
     methods = methods or "single,majority,min_ppl,cat"
     from dataclasses import asdict
@@ -136,6 +139,7 @@ def eval_cmd(
             anchor_sampling=sampling_of(temperature, top_p, top_k, anchor_max_tokens, seed),
             methods=tuple(m.strip() for m in methods.split(",") if m.strip()), method_limits=limits,
             g_sweep=tuple(k for k in (int(x) for x in sweep.split(",") if x.strip()) if k <= g), sweep_limit=sweep_limit, match=match,
+            estimator=estimator,
         )
         cfg.check()
         opts = engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache, adapter=adapter)
@@ -146,7 +150,7 @@ def eval_cmd(
         summary = summarize(results, match)
         summary["config"] = {"dataset": dataset, "limit": limit, "g": g, "policy": policy.identity, "anchor": anchor.identity,
                              "sampling": cfg.sampling.to_dict(), "anchor_sampling": cfg.anchor_sampling.to_dict(), "match": match,
-                             "prompts": prompting.provenance()}
+                             "estimator": check_estimator(estimator, match=match).spec(), "prompts": prompting.provenance()}
         out_dir = out_dir or Path("out") / f"eval-{Path(dataset).stem}"
         write_results(results, summary, out_dir)
         plot = plot_sweep(summary, out_dir / "accuracy_vs_g.png")
@@ -182,7 +186,7 @@ def _other_engine(opts, policy, model_name, url):
 
 def _eval_freeform(dataset, field_map, limit, g, methods, method_limit, out_dir, sampling, anchor_sampling, opts,
                    anchor_model, anchor_base_url, grader_model, grader_base_url, judge_model, judge_base_url, judge_mode, validity,
-                   judge_max_tokens=None, anchor_flash_attn=None) -> None:
+                   judge_max_tokens=None, anchor_flash_attn=None, estimator="synthesis") -> None:
     from dataclasses import asdict
 
     from catrl.datasets import load_examples
@@ -192,7 +196,7 @@ def _eval_freeform(dataset, field_map, limit, g, methods, method_limit, out_dir,
     try:
         cfg = FreeformConfig(dataset=dataset, field_map=field_map, limit=limit, g=g, sampling=sampling, anchor_sampling=anchor_sampling,
                              methods=tuple(m.strip() for m in methods.split(",") if m.strip()), method_limits=_method_limits(method_limit),
-                             validity=validity, judge_mode=judge_mode, judge_max_tokens=judge_max_tokens)
+                             validity=validity, judge_mode=judge_mode, judge_max_tokens=judge_max_tokens, estimator=estimator)
         cfg.check()
         policy, anchor = policy_and_anchor(opts, anchor_model, anchor_base_url, anchor_flash_attn)
         grader = _other_engine(opts, policy, grader_model, grader_base_url)
@@ -203,7 +207,7 @@ def _eval_freeform(dataset, field_map, limit, g, methods, method_limit, out_dir,
         summary = summarize_freeform(results)
         summary["config"] = {"dataset": dataset, "limit": limit, "g": g, "policy": policy.identity, "anchor": anchor.identity,
                              "grader": grader.identity, "judge": judge.identity, "sampling": sampling.to_dict(), "judge_mode": judge_mode,
-                             "prompts": prompting.provenance()}
+                             "estimator": check_estimator(estimator, mode="freeform").spec(), "prompts": prompting.provenance()}
         out_dir = out_dir or Path("out") / f"eval-{Path(dataset).stem}"
         write_freeform(results, summary, out_dir)
         criteria = {e.id: [asdict(c) for c in e.criteria or []] for e in load_examples(dataset, field_map, limit)}
@@ -234,6 +238,7 @@ def answer(
     g: GOpt = 8,
     temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, max_tokens: int = 512, seed: int = 0,
     show_reference: Annotated[bool, typer.Option("--show-reference/--answer-only", help="Print the synthesized reference text.")] = True,
+    estimator: EstimatorOpt = "synthesis",
     model: ModelOpt = models.DEFAULT_MODEL, adapter: AdapterOpt = None, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
     anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None, anchor_flash_attn: AnchorFlashOpt = None,
     cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: GroupCtxOpt = None,
@@ -242,11 +247,11 @@ def answer(
     """Answer one question: G rollouts, their majority answer, and the CaT reference synthesized from them."""
     from catrl.rollouts import build_request
     from catrl.selection import majority
-    from catrl.synthesis import synthesize
     from catrl.types import Example
-    from catrl.verify import extract_answer
+    from catrl.verify import equivalent, extract_answer
 
     try:
+        est = check_estimator(estimator, g)
         opts = engine_opts(model, base_url, api_key, max_seqs, ctx or group_context(g, max_tokens, 2 * max_tokens), threads, timeout,
                            concurrency, cache, no_cache, adapter=adapter)
         policy, anchor = policy_and_anchor(opts, anchor_model, anchor_base_url, anchor_flash_attn)
@@ -254,8 +259,8 @@ def answer(
         with console.status(f"sampling {g} rollouts"):
             comps = policy.generate([build_request(Example("q", question), "solve")], sampling, n=g)[0]
         texts = [c.text for c in comps]
-        with console.status("synthesizing the reference (the anchor does not see the question)"):
-            ref = synthesize(anchor, texts, sampling=sampling_of(temperature, top_p, top_k, 2 * max_tokens, seed))
+        with console.status(f"estimating the reference ({est.name}; the anchor does not see the question)"):
+            ref = est.estimate(anchor, comps, sampling=sampling_of(temperature, top_p, top_k, 2 * max_tokens, seed))
     except CatrlError as e:
         fail(e)
         return
@@ -266,9 +271,12 @@ def answer(
     maj = majority(texts)
     out.print(f"majority answer: [bold]{maj.answer}[/] ({maj.detail.get('votes', 0)}/{g} votes)")
     if show_reference:
-        out.print("[bold]CaT reference:[/]")
+        out.print(f"[bold]CaT reference ({est.name}):[/]")
         out.print(ref.text, markup=False, highlight=False)
-    out.print(f"CaT answer: [bold]{ref.answer}[/]")
+    out.print(f"CaT answer: [bold]{ref.answer}[/]" + (f"  (flags: {', '.join(ref.flags)})" if ref.flags else ""))
+    agree = ref.answer is not None and maj.answer is not None and equivalent(maj.answer, ref.answer).equal
+    # on the small models measured (docs/reference_estimators) the vote is often the better answer: say when they differ
+    out.print("CaT and the majority vote agree." if agree else f"[yellow]CaT and the majority vote disagree[/] (majority: {maj.answer})")
 
 
 @app.command()
@@ -279,6 +287,7 @@ def label(
     limit: Annotated[int | None, typer.Option("--limit")] = None,
     g: GOpt = 8,
     task: Annotated[str, typer.Option("--task", help="verifiable (reference + final answer) or freeform (reference + self-proposed rubric).")] = "verifiable",
+    estimator: EstimatorOpt = "synthesis",
     temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, max_tokens: int = 512, seed: int = 0,
     model: ModelOpt = models.DEFAULT_MODEL, adapter: AdapterOpt = None, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
     anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None, anchor_flash_attn: AnchorFlashOpt = None,
@@ -290,6 +299,7 @@ def label(
     from catrl.labeling import label_file
 
     try:
+        est = check_estimator(estimator, g, "reasoning" if task == "verifiable" else "freeform")
         examples = load_examples(data, parse_field_map(field), limit=limit)
         opts = engine_opts(model, base_url, api_key, max_seqs, ctx or group_context(g, max_tokens, 2 * max_tokens), threads, timeout,
                            concurrency, cache, no_cache, adapter=adapter)
@@ -299,7 +309,7 @@ def label(
             stats = label_file(policy, anchor, examples, sampling_of(temperature, top_p, top_k, max_tokens, seed),
                                sampling_of(temperature, top_p, top_k, 2 * max_tokens, seed), g, output,
                                on_row=lambda d, t: prog.update(bar, completed=d), task=task,
-                               prompt="solve" if task == "verifiable" else "raw")
+                               prompt="solve" if task == "verifiable" else "raw", estimator=est)
     except CatrlError as e:
         fail(e)
         return

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from catrl import models
-from catrl.cli.common import (ApiKeyOpt, BaseUrlOpt, ConcOpt, CtxOpt, MaxSeqsOpt, ModelOpt, ThreadsOpt, TimeoutOpt, app, console,
+from catrl.cli.common import (ApiKeyOpt, BaseUrlOpt, ConcOpt, CtxOpt, EstimatorOpt, MaxSeqsOpt, ModelOpt, ThreadsOpt, TimeoutOpt, app, console,
                               engine_opts, fail, out, policy_and_anchor, progress, sampling_of)
 from catrl.errors import CatrlError
 
@@ -112,6 +112,8 @@ def serve(
     match: Annotated[str, typer.Option("--match", help="symbolic (math-verify) or string.")] = "symbolic",
     audit_log: Annotated[Path | None, typer.Option("--audit-log", help="Append one JSONL row per scored group (read it with `catrl audit`).")] = None,
     anchor_max_tokens: int = 1024, temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, seed: int = 0,
+    estimator: EstimatorOpt = "synthesis",
+    freeform_estimator: Annotated[str, typer.Option("--freeform-estimator", help="The free-form reward's estimator: synthesis, permutation[:k=N] or recursive[:m=M,t=T].")] = "synthesis",
     max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096, threads: ThreadsOpt = None, timeout: TimeoutOpt = None,
     concurrency: ConcOpt = 16,
     flash_attn: Annotated[bool | None, typer.Option(
@@ -130,10 +132,13 @@ def serve(
                           batch_window_s=batch_window_ms / 1000, max_body_bytes=int(max_body_mb * 1024 * 1024), group_size=group_size,
                           audit_path=audit_log)
         cfg.check()
+        math_reward, freeform_reward = (CaTReward(None, match=match, estimator=estimator),  # checked before any model loads
+                                        RubricReward(None, None, estimator=freeform_estimator))
         opts = engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, None, False, flash_attn)
         anchor, judge = policy_and_anchor(opts, judge_model, judge_base_url)
         sampling = sampling_of(temperature, top_p, top_k, anchor_max_tokens, seed)
-        app_ = create_app(CaTReward(anchor, match=match, sampling=sampling), RubricReward(anchor, judge, sampling=sampling), cfg)
+        app_ = create_app(CaTReward(anchor, match=match, sampling=sampling, estimator=math_reward.estimator),
+                          RubricReward(anchor, judge, sampling=sampling, estimator=freeform_reward.estimator), cfg)
     except CatrlError as e:
         fail(e)
         return

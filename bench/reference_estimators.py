@@ -1,0 +1,208 @@
+"""Reference estimators against the majority vote and the paper's synthesis, on the same rollouts.
+
+GSM8K with the embedded default (Qwen2.5-Coder-1.5B as policy and frozen anchor, G=8, the paper's
+Qwen sampling, 512 rollout tokens, 1,024 reference tokens): exactly bench/cat_quality.py's setting,
+so its committed calls (docs/cat_quality/calls.jsonl.gz) make the rollouts and plain CaT free. Every
+estimator reads only the rollouts; gold is used only to score. Per estimator: accuracy (Wilson CI),
+paired differences against majority and synthesis (bootstrap CI, McNemar), anchor tokens and wall
+time per question, the lone-candidate position table (in the order each prompt showed the
+candidates), disagree-with-majority and rescue counts, and its reference on the junk-last case.
+
+    python bench/reference_estimators.py --start 0 --end 100 --estimators majority,synthesis,cluster  # the design split
+    python bench/reference_estimators.py --start 100 --end 200 ...                                     # the report split
+
+Every call is cached (resumable) and this run's new calls go to OUT/calls.jsonl.gz, imported again
+at the start, so the same command elsewhere replays them. Ends with one line per run:
+`reference_estimators: dataset=gsm8k n=... majority=... cat=... best=NAME best_acc=... best_minus_majority=... ci_lo=... last_position_share=...`
+and `synthesis_cost: tokens_ratio=...` (the best estimator's anchor tokens over plain CaT's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from catrl.cache import CallCache, call_key, export_calls, import_calls
+from catrl.datasets import gold_answer, load_examples
+from catrl.engines.base import CachedEngine
+from catrl.engines.factory import group_context
+from catrl.engines.llamacpp import LlamaCppEngine
+from catrl.estimators import parse_estimator
+from catrl.metrics import accuracy, paired_diff
+from catrl.rollouts import build_request
+from catrl.evaluate import EvalConfig
+from catrl.selection import answer_classes
+from catrl.verify import equivalent, extract_answer, is_right
+
+JUNK = ("lorem ipsum dolor " * 1200)[:20000] + "\nThe answer is \\boxed{99}"
+SOLVED = "Each box holds 3 apples and there are 4 boxes, so 3 * 4 = 12.\n\\boxed{12}"
+JUNK_GROUP = [SOLVED, SOLVED.replace("so 3 * 4", "hence 4 * 3"), "", JUNK]  # junk placed last
+
+
+def same(a, b) -> bool:
+    return a is not None and b is not None and equivalent(b, a).equal
+
+
+def lone_last(ref, answers) -> tuple[int | None, bool | None]:
+    """If one rollout alone holds the reference's answer: its position in the first prompt that shows it,
+    and whether it sat last in (one of) the prompts. (None, None) otherwise; (j, None) for a vote (no prompt)."""
+    holders = [i for i, a in enumerate(answers) if same(ref.answer, a)]
+    if len(holders) != 1:
+        return None, None
+    j = holders[0]
+    orders = [c["order"] for c in ref.calls if "order" in c and -1 not in c["order"]]
+    shown = [o for o in orders if j in o]
+    if not shown:
+        return j, None
+    return shown[0].index(j), any(o[-1] == j for o in shown)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--dataset", default="gsm8k")
+    ap.add_argument("--start", type=int, default=0)
+    ap.add_argument("--end", type=int, default=200)
+    ap.add_argument("--estimators", default="majority,confidence_vote,synthesis,cluster")
+    ap.add_argument("--out", type=Path, default=Path("docs/reference_estimators"))
+    ap.add_argument("--cache", type=Path, default=Path("runs/reference_estimators/cache.sqlite"))
+    ap.add_argument("--rollout-calls", type=Path, default=Path("docs/cat_quality/calls.jsonl.gz"))
+    ap.add_argument("--no-junk", action="store_true", help="skip the junk-last-candidate case")
+    args = ap.parse_args()
+    console = Console(stderr=True)
+    cache = CallCache(args.cache)
+    own = args.out / "calls.jsonl.gz"
+    base_keys: set[str] = set()
+    for f in (args.rollout_calls, own):
+        if f.exists():
+            added, held = import_calls(cache, f)
+            console.print(f"{f}: imported {added:,} calls ({held:,} already held)")
+    if args.rollout_calls.exists():
+        with gzip.open(args.rollout_calls, "rt") as fh:
+            base_keys = {call_key(r["engine"], r["kind"], r["request"]) for r in map(json.loads, fh)}
+
+    cfg = EvalConfig(dataset=args.dataset, g=8)
+    examples = load_examples(args.dataset, None, args.end)[args.start:args.end]
+    golds = [gold_answer(args.dataset, e.gold) for e in examples]
+    policy = CachedEngine(LlamaCppEngine(args.model, max_seqs=64, n_ctx_seq=1024), cache)
+    ctx = group_context(cfg.g, cfg.sampling.max_tokens, cfg.anchor_sampling.max_tokens)
+    reader = CachedEngine(LlamaCppEngine(args.model, max_seqs=64, n_ctx_seq=ctx, flash_attn=False), cache)
+    t0 = time.time()
+    groups = policy.generate([build_request(e, cfg.prompt) for e in examples], cfg.sampling, n=cfg.g)
+    console.print(f"[{time.time() - t0:6.0f}s] rollouts: {len(groups)} groups ({policy.calls_made} new calls)")
+    answers = [[extract_answer(c.text) for c in g] for g in groups]
+
+    rows: dict[str, dict] = {}
+    for spec in args.estimators.split(","):
+        est = parse_estimator(spec)
+        before, t1 = reader.calls_made, time.time()
+        done = [0]
+
+        def tick(i, comps, spec=spec):
+            done[0] += 1
+            if done[0] % 10 == 0:
+                console.print(f"[{time.time() - t0:6.0f}s] {spec}: {done[0]} anchor calls")
+        refs = est.estimate_many(reader, groups, "reasoning", cfg.anchor_sampling, ids=[e.id for e in examples], on_result=tick)
+        seconds, fresh = time.time() - t1, reader.calls_made - before
+        correct = [is_right(gd, r.answer) for gd, r in zip(golds, refs, strict=True)]
+        maj = [answer_classes(a) for a in answers]
+        maj_ans = [a[max(c, key=len)[0]] if c else None for a, c in zip(answers, maj, strict=True)]
+        disagree = [not same(r.answer, m) for r, m in zip(refs, maj_ans, strict=True)]
+        lone = [lone_last(r, a) for r, a in zip(refs, answers, strict=True)]
+        width = cfg.g
+        table = [sum(1 for p, _ in lone if p == i) for i in range(width)]
+        prompted = [last for p, last in lone if p is not None and last is not None]
+        pt = [r.anchor_tokens for r in refs]
+        rows[spec] = {
+            "estimator": est.spec(), "correct": correct, "accuracy": asdict(accuracy(correct)),
+            "prompt_tokens_per_q": sum(p for p, _ in pt) / len(pt), "completion_tokens_per_q": sum(c for _, c in pt) / len(pt),
+            "fresh_calls": fresh, "seconds": seconds, "seconds_per_fresh_call": seconds / fresh if fresh else None,
+            "lone_position_counts": table, "lone_in_prompt": len(prompted),
+            "last_position_share": sum(prompted) / len(prompted) if prompted else 0.0,
+            "disagree_with_majority": sum(disagree),
+            "right_when_disagreeing": sum(c and d for c, d in zip(correct, disagree, strict=True)),
+            "flags": sorted({f for r in refs for f in r.flags}),
+            "references": [{"id": e.id, "answer": r.answer, "correct": c, "flags": r.flags, "order": r.order, "calls": r.calls}
+                           for e, r, c in zip(examples, refs, correct, strict=True)],
+        }
+        console.print(f"[{time.time() - t0:6.0f}s] {spec}: acc {rows[spec]['accuracy']['mean']:.3f} ({fresh} new calls, {seconds:.0f}s)")
+        if not args.no_junk:
+            jr = est.estimate(reader, JUNK_GROUP, "reasoning", cfg.anchor_sampling)
+            rows[spec]["junk_case"] = {"answer": jr.answer, "flags": jr.flags, "finish_reason": jr.finish_reason}
+        export_new(cache, own, reader.identity, base_keys)
+
+    maj_c = rows["majority"]["correct"] if "majority" in rows else None
+    cat_c = rows["synthesis"]["correct"] if "synthesis" in rows else None
+    for spec, r in rows.items():
+        for other, oc in (("majority", maj_c), ("synthesis", cat_c)):
+            if oc is not None and spec != other:
+                d = paired_diff(r["correct"], oc)
+                r[f"minus_{other}"] = asdict(d)
+        if maj_c is not None:
+            r["rescues"] = sum(c and not m for c, m in zip(r["correct"], maj_c, strict=True))
+            r["harms"] = sum(m and not c for c, m in zip(r["correct"], maj_c, strict=True))
+
+    out = Console(width=160)
+    cmd = shlex.join(["python", *sys.argv])
+    out.print(f"command: {cmd}; machine {platform.machine()}, {os.cpu_count()} cores; questions {args.start}-{args.end - 1}")
+    t = Table("estimator", "acc", "95% CI", "- majority [CI]", "p", "- synthesis [CI]", "rescue/harm", "disagree (right)",
+              "anchor tok/q (prompt+compl)", "s/new call", "lone by position", "last share", "junk case",
+              title=f"{args.dataset} {args.start}-{args.end - 1}: reference estimators on the same rollouts")
+    for spec, r in rows.items():
+        a = r["accuracy"]
+        dm, ds = r.get("minus_majority"), r.get("minus_synthesis")
+        fmt = lambda d: f"{d['diff']:+.3f} [{d['lo']:+.3f},{d['hi']:+.3f}]" if d else "-"  # noqa: E731
+        t.add_row(spec, f"{a['mean']:.3f}", f"[{a['lo']:.3f},{a['hi']:.3f}]", fmt(dm), f"{dm['mcnemar_p']:.3g}" if dm else "-", fmt(ds),
+                  f"{r.get('rescues', '-')}/{r.get('harms', '-')}", f"{r['disagree_with_majority']} ({r['right_when_disagreeing']})",
+                  f"{r['prompt_tokens_per_q']:.0f}+{r['completion_tokens_per_q']:.0f}",
+                  f"{r['seconds_per_fresh_call']:.1f}" if r["seconds_per_fresh_call"] else "cached",
+                  " ".join(map(str, r["lone_position_counts"])), f"{r['last_position_share']:.2f} (n={r['lone_in_prompt']})",
+                  str(r.get("junk_case", {}).get("answer")))
+    out.print(t)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"{args.dataset}_{args.start}_{args.end}"
+    summary = {"command": cmd, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "questions": [args.start, args.end],
+               "policy": policy.identity, "anchor": reader.identity, "anchor_sampling": cfg.anchor_sampling.to_dict(),
+               "estimators": {k: {x: y for x, y in v.items() if x not in ("correct", "references")} for k, v in rows.items()}}
+    (args.out / f"{name}.summary.json").write_text(json.dumps(summary, indent=2))
+    with gzip.open(args.out / f"{name}.references.jsonl.gz", "wt") as f:
+        for spec, r in rows.items():
+            for ref in r["references"]:
+                f.write(json.dumps({"estimator": spec, **ref}) + "\n")
+    if maj_c is not None and cat_c is not None:
+        cands = [s for s in rows if s not in ("majority", "synthesis")]
+        best = max(cands, key=lambda s: rows[s]["accuracy"]["mean"]) if cands else "synthesis"
+        b = rows[best]
+        out.print(f"reference_estimators: dataset={args.dataset} n={len(examples)} majority={rows['majority']['accuracy']['mean']:.3f} "
+                  f"cat={rows['synthesis']['accuracy']['mean']:.3f} best={best} best_acc={b['accuracy']['mean']:.3f} "
+                  f"best_minus_majority={b['minus_majority']['diff']:+.3f} ci_lo={b['minus_majority']['lo']:+.3f} "
+                  f"last_position_share={b['last_position_share']:.2f}")
+        cat_tok = rows["synthesis"]["prompt_tokens_per_q"] + rows["synthesis"]["completion_tokens_per_q"]
+        out.print(f"synthesis_cost: tokens_ratio={(b['prompt_tokens_per_q'] + b['completion_tokens_per_q']) / cat_tok:.3f}")
+
+
+def export_new(cache: CallCache, path: Path, engine: str, base_keys: set[str]) -> None:
+    """This bench's own anchor calls (not the rollouts and plain-CaT calls it imported), gzip JSONL."""
+    tmp = path.with_suffix(".tmp.gz")
+    export_calls(cache, tmp, engine_contains=engine, kind="generate")
+    with gzip.open(tmp, "rt") as src, gzip.open(path, "wt") as dst:
+        for line in src:
+            r = json.loads(line)
+            if call_key(r["engine"], r["kind"], r["request"]) not in base_keys:
+                dst.write(line)
+    tmp.unlink()
+
+
+if __name__ == "__main__":
+    main()

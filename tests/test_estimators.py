@@ -1,0 +1,201 @@
+"""Reference estimators: what each sends the anchor, how each picks, its bad-input errors, and one
+real-model run of every estimator that calls an anchor."""
+
+import pytest
+
+from catrl.errors import InputError
+from catrl.estimators import (REGISTRY, check_estimator, cyclic_orders, group_seed, medoid, parse_estimator, representative, softmax_weights,
+                              vote)
+from catrl.rewards import CaTReward, RubricReward
+from catrl.types import Completion, Sampling, TokenLogprob
+from tests.fakes import ScriptedEngine
+
+QUESTION = "How many apples are in 4 boxes of 3?"
+
+
+def group(*answers):
+    return [f"work {i}: \\boxed{{{a}}}" if a is not None else f"no answer {i}" for i, a in enumerate(answers)]
+
+
+def comp(text, nll, finish="stop"):
+    return Completion(text, finish, 5, 3, logprobs=[TokenLogprob("t", -nll)] * 3)
+
+
+def test_cyclic_orders_are_balanced():
+    orders = cyclic_orders(list(range(8)), 4)
+    assert len(orders) == 4
+    assert len({o[-1] for o in orders}) == 4  # four different candidates sit last
+    for pos in range(8):
+        assert len({o[pos] for o in orders}) == 4
+    full = cyclic_orders([3, 1, 0, 2], 4)
+    for pos in range(4):
+        assert sorted(o[pos] for o in full) == [0, 1, 2, 3]  # k = G: every candidate in every position once
+
+
+def test_group_seed_depends_on_the_group_not_on_the_call():
+    assert group_seed(0, ["a", "b"]) == group_seed(0, ["a", "b"])
+    assert group_seed(0, ["a", "b"]) != group_seed(0, ["b", "a"])
+    assert group_seed(0, ["a", "b"]) != group_seed(1, ["a", "b"])
+
+
+def test_shuffled_synthesis_records_its_order_and_sends_that_order():
+    anchor = ScriptedEngine()
+    texts = group(1, 2, 3, 4, 5, 6, 7, 8)
+    ref = parse_estimator("synthesis:shuffle=1").estimate(anchor, texts)
+    prompt = anchor.requests[0].messages[-1]["content"]
+    assert sorted(ref.order) == list(range(8)) and ref.order != list(range(8))
+    positions = [prompt.index(texts[i]) for i in ref.order]
+    assert positions == sorted(positions)
+    assert ref.estimator == {"name": "synthesis", "seed": 0, "shuffle": True}
+    assert ref.calls[0]["order"] == ref.order and ref.calls[0]["prompt_tokens"] == 10
+
+
+def test_paper_synthesis_keeps_the_given_order():
+    anchor = ScriptedEngine()
+    texts = group(1, 2, 3)
+    ref = parse_estimator("synthesis").estimate(anchor, texts)
+    assert ref.order == [0, 1, 2]
+
+
+def test_permutation_votes_over_syntheses_and_breaks_ties_by_shift_order():
+    answers = iter(["7", "9", "9", "7"])
+    anchor = ScriptedEngine(reply=lambda text: f"so \\boxed{{{next(answers)}}}")
+    ref = parse_estimator("permutation:k=4").estimate(anchor, group(1, 2, 3, 4, 5, 6, 7, 8))
+    assert len(anchor.requests) == 4 and len({r.messages[-1]["content"] for r in anchor.requests}) == 4
+    assert ref.answer == "7"  # 2 votes each: the answer the first shift reached wins
+    assert [c["answer"] for c in ref.calls] == ["7", "9", "9", "7"]
+    assert "syntheses_disagree:2" in ref.flags
+
+
+def test_cluster_view_shows_one_representative_per_answer_with_support_majority_last():
+    anchor = ScriptedEngine(reply=lambda text: "\\boxed{5}")
+    comps = [comp("a \\boxed{5}", 1.0), comp("b \\boxed{5}", 0.2), comp("c \\boxed{6}", 0.5), comp("d \\boxed{5}", 0.1, "length")]
+    ref = parse_estimator("cluster").estimate(anchor, comps)
+    prompt = anchor.requests[0].messages[-1]["content"]
+    assert 'support="1 of 4"' in prompt and 'support="3 of 4"' in prompt
+    assert prompt.index("c \\boxed{6}") < prompt.index("b \\boxed{5}")  # best-supported answer last
+    assert "a \\boxed{5}" not in prompt and "d \\boxed{5}" not in prompt  # one representative per answer
+    assert ref.order == [2, 1] and ref.answer == "5"
+
+
+def test_representative_prefers_finished_then_confident():
+    comps = [comp("x", 0.1, "length"), comp("y", 0.9), comp("z", 0.3)]
+    assert representative([0, 1, 2], comps) == 2
+    assert representative([0, 1], ["p", "q"]) == 0
+
+
+def test_cluster_view_skips_the_anchor_when_unanimous_and_falls_back_when_no_answers():
+    anchor = ScriptedEngine()
+    ref = parse_estimator("cluster").estimate(anchor, group(4, 4, 4))
+    assert anchor.requests == [] and ref.answer == "4" and ref.flags == ["unanimous"]
+    ref = parse_estimator("cluster").estimate(anchor, group(None, None))
+    assert len(anchor.requests) == 1 and "no_candidate_answers" in ref.flags and ref.answer == "42"
+
+
+def test_recursive_makes_g_candidates_per_round_from_subsets_of_m():
+    anchor = ScriptedEngine(reply=lambda text: "\\boxed{3}")
+    ref = parse_estimator("recursive:m=2,t=2").estimate(anchor, group(1, 2, 3, 4))
+    assert len(anchor.requests) == 8
+    assert all(r.messages[-1]["content"].count("<candidate id=") == 2 for r in anchor.requests)
+    assert ref.answer == "3" and [c["round"] for c in ref.calls] == [0] * 4 + [1] * 4
+
+
+def test_confidence_vote_weights_by_logprobs_and_flags_missing_ones():
+    comps = [comp("\\boxed{1}", 2.0), comp("\\boxed{1}", 2.0), comp("\\boxed{2}", 0.1)]
+    assert parse_estimator("confidence_vote:tau=0.1").estimate(None, comps).answer == "2"
+    assert parse_estimator("confidence_vote:tau=1000").estimate(None, comps).answer == "1"  # tau -> inf: the vote
+    ref = parse_estimator("confidence_vote").estimate(None, ["\\boxed{1}", "\\boxed{2}", "\\boxed{2}"])
+    assert ref.answer == "2" and ref.flags == ["no_logprobs"]
+    w, had = softmax_weights(comps, 0.5)
+    assert had and abs(sum(w) - 1) < 1e-9
+
+
+def test_votes_with_no_answer_give_a_flagged_empty_reference():
+    for name in ("majority", "confidence_vote"):
+        ref = parse_estimator(name).estimate(None, group(None, None))
+        assert ref.answer is None and "no_candidate_answers" in ref.flags
+
+
+def test_vote_ties_go_to_the_answer_seen_first():
+    assert vote(["2", "1", "1", "2"])[0] == 0
+
+
+def test_medoid_picks_the_central_text():
+    assert medoid(["the dose is 5 mg daily", "zebra", "the dose is 5 mg twice daily"]) == 0
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("nope", "unknown estimator"), ("permutation:k=0", "k must be >= 1"), ("recursive:m=1", "m must be >= 2"),
+    ("permutation:x=1", "unknown parameter"), ("confidence_vote:tau=0", "tau must be > 0"), ("cluster:order=z", "order must be"),
+])
+def test_bad_specs_fail_before_any_model_loads(spec, msg):
+    with pytest.raises(InputError, match=msg):
+        parse_estimator(spec)
+
+
+def test_m_above_g_and_answerless_estimators_in_freeform_are_refused():
+    with pytest.raises(InputError, match="more than the group's 4"):
+        check_estimator("recursive:m=5", 4)
+    for name in ("cluster", "confidence_vote", "majority"):
+        with pytest.raises(InputError, match="reasoning"):
+            check_estimator(name, 8, "freeform")
+    with pytest.raises(InputError, match="more than the group's 3"):
+        parse_estimator("recursive:m=4").estimate(ScriptedEngine(), group(1, 2, 3))
+
+
+def test_no_estimator_sees_the_question():
+    for name in REGISTRY:
+        anchor = ScriptedEngine()
+        reward = CaTReward(anchor, estimator=name)
+        rec = reward(QUESTION, group(12, 12, 5, None))
+        assert all(QUESTION not in r.messages[-1]["content"] for r in anchor.requests)
+        assert rec.reference.estimator["name"] == name
+
+
+def test_reward_records_carry_the_estimator_and_its_flags():
+    rec = CaTReward(ScriptedEngine(), estimator="cluster")(None, group(4, 4))
+    assert rec.rewards == [1.0, 1.0] and "unanimous" in rec.flags and rec.reference.estimator["name"] == "cluster"
+    with pytest.raises(InputError, match="never sees the question"):
+        CaTReward(ScriptedEngine(), estimator="cluster", include_question=True)
+    with pytest.raises(InputError, match="reasoning"):
+        RubricReward(ScriptedEngine(), ScriptedEngine(), estimator="cluster")
+
+
+def test_train_config_names_a_bad_estimator():
+    from catrl.train_config import TrainConfig
+
+    with pytest.raises(InputError, match="field 'estimator'.*m=9 is more than"):
+        TrainConfig(policy="smollm2-135m", estimator="recursive:m=9").validate()
+
+
+def test_a_failed_anchor_call_takes_the_anchor_error_path():
+    from catrl.errors import EngineError
+    from catrl.rewards import AnchorFailures
+
+    class Down(ScriptedEngine):
+        def generate(self, *a, **k):
+            raise EngineError("anchor down")
+
+    reward = CaTReward(Down(), estimator="permutation:k=2")
+    groups = [group(1, 2)]
+    rec = AnchorFailures().score(lambda: reward.score_groups([None], groups), groups)[0]
+    assert rec.rewards == [0.0, 0.0] and rec.flags[0] == "anchor_error"
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("spec", ["synthesis:shuffle=1", "permutation:k=2", "cluster", "cluster:order=shuffled", "recursive:m=2,t=1"])
+def test_every_anchor_estimator_on_a_real_model(smol_engine, spec):
+    texts = ["3 boxes of 4 is 12.\n\\boxed{12}", "4 * 3 = 12\n\\boxed{12}", "I think 7.\n\\boxed{7}"]
+    ref = parse_estimator(spec).estimate(smol_engine, texts, sampling=Sampling(max_tokens=32, seed=0))
+    assert ref.estimator["name"] == spec.split(":")[0]
+    assert ref.calls and all(c["prompt_tokens"] > 0 for c in ref.calls)
+    assert ref.prompt and ref.prompt[-1]["content"].count("<candidate id=") >= 2
+    assert ref.anchor_tokens[0] > 0
+
+
+@pytest.mark.real_model
+def test_freeform_permutation_on_a_real_model(smol_engine):
+    texts = ["Rest and drink water.", "Drink water and rest; see a doctor if it gets worse.", "Take paracetamol and rest."]
+    ref = parse_estimator("permutation:k=2").estimate(smol_engine, texts, "freeform", Sampling(max_tokens=32, seed=0))
+    assert ref.answer is None and len(ref.calls) == 2 and ref.prompt
+    assert ref.order in [c["order"] for c in ref.calls]  # the medoid's own prompt is the one kept
