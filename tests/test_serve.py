@@ -169,7 +169,7 @@ def test_real_catrl_serve_process(smol_path, tmp_path):
     env = {**os.environ, "CATRL_SERVE_TOKEN": "tok", "CATRL_CACHE_DIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "catrl", "serve", "--model", "smollm2-135m", "--port", str(port),
                              "--anchor-max-tokens", "48", "--ctx", "1024", "--max-seqs", "4", "--audit-log", str(tmp_path / "audit.jsonl"),
-                             "--no-flash-attn"],
+                             "--no-flash-attn", "--estimator", "cluster"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         url, auth = f"http://127.0.0.1:{port}", {"Authorization": "Bearer tok"}
@@ -188,6 +188,8 @@ def test_real_catrl_serve_process(smol_path, tmp_path):
         assert r.status_code == 200
         rec = r.json()["results"][0]
         assert len(rec["rewards"]) == 3 and set(rec["rewards"]) <= {0.0, 1.0} and rec["record"]["reference"]["prompt"]
+        assert rec["record"]["reference"]["estimator"]["name"] == "cluster"  # --estimator reached the reward
+        assert 'support="2 of 3"' in rec["record"]["reference"]["prompt"][-1]["content"]
         assert httpx.post(f"{url}/v1/rewards", json={"groups": [GROUP]}, timeout=10).status_code == 401
         # a chunked body (no Content-Length) over uvicorn: read whole when small, 413 when over the limit
         body = json.dumps({"groups": [{"rollouts": ["\\boxed{4}", "\\boxed{4}"]}]}).encode()
