@@ -199,3 +199,12 @@ def test_freeform_permutation_on_a_real_model(smol_engine):
     ref = parse_estimator("permutation:k=2").estimate(smol_engine, texts, "freeform", Sampling(max_tokens=32, seed=0))
     assert ref.answer is None and len(ref.calls) == 2 and ref.prompt
     assert ref.order in [c["order"] for c in ref.calls]  # the medoid's own prompt is the one kept
+
+
+def test_audit_pages_name_the_estimator_and_the_order_read():
+    from catrl.report.html import estimated_by
+
+    ref = parse_estimator("cluster").estimate(ScriptedEngine(), group(3, 4, 4)).to_dict()
+    shown = estimated_by(ref)
+    assert shown.startswith("estimator cluster (seed=0, order=support") and "order 1 2" in shown
+    assert "&lt;" in estimated_by({**ref, "flags": ["<b>x</b>"]})

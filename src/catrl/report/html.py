@@ -70,7 +70,7 @@ def _question(r: dict[str, Any]) -> str:
     if ref:
         prompt = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in ref["prompt"])
         ref_html = (
-            f"<p>CaT reference answer: <b>{escape(str(ref['answer']))}</b> {mark(ref.get('correct'))}</p>"
+            f"<p>CaT reference answer: <b>{escape(str(ref['answer']))}</b> {mark(ref.get('correct'))} · {estimated_by(ref)}</p>"
             f"<details><summary>synthesized reference</summary><pre>{escape(ref['text'])}</pre></details>"
             f"<details><summary>exact anchor prompt (the question is not in it)</summary><pre>{escape(prompt)}</pre></details>"
         )
@@ -92,3 +92,16 @@ def write_html(results: list[dict[str, Any]], summary: dict[str, Any], path: Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")
     return path
+
+
+def estimated_by(ref: dict[str, Any], flags: bool = True) -> str:
+    """The reference's estimator, its parameters, the candidate order the anchor read, and its flags (escaped)."""
+    est = ref.get("estimator") or {"name": "synthesis"}
+    params = ", ".join(f"{k}={v}" for k, v in est.items() if k != "name")
+    order = ref.get("order")
+    text = f"estimator {est['name']}" + (f" ({params})" if params else "")
+    if order:
+        text += f"; candidates read in the order {' '.join(str(i + 1) for i in order)}"
+    if flags and ref.get("flags"):
+        text += f"; flags: {', '.join(ref['flags'])}"
+    return escape(text)

@@ -8,7 +8,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from catrl.report.html import STYLE, mark
+from catrl.report.html import STYLE, estimated_by, mark
 from catrl.report.table import AUDIT_HEADER, audit_rows
 from catrl.run_audit import GradedGroup, Stretch
 
@@ -45,7 +45,7 @@ def _group(row: dict[str, Any], g: GradedGroup) -> str:
     return (
         f'<div class="q"><h3>step {escape(str(row.get("step")))} · {escape(str(row.get("id") or ""))}</h3>'
         f"<pre>{escape(_messages(row.get('prompt')))}</pre>"
-        f"<p>reference answer <b>{escape(str(ref.get('answer')))}</b> {mark(g.reference_right)}{majority}{gold}{flags}</p>"
+        f"<p>reference answer <b>{escape(str(ref.get('answer')))}</b> {mark(g.reference_right)}{majority}{gold}{flags} · {estimated_by(ref, flags=False)}</p>"  # the group flags hold the reference's
         f"<details><summary>synthesized reference</summary><pre>{escape(str(ref.get('text', '')))}</pre></details>"
         f"<details><summary>exact anchor prompt</summary><pre>{escape(_messages(ref.get('prompt')))}</pre></details>"
         f"{rubric}{rolls}</div>"
