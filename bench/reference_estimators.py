@@ -42,7 +42,7 @@ from catrl.estimators import parse_estimator
 from catrl.metrics import accuracy, paired_diff
 from catrl.rollouts import build_request
 from catrl.evaluate import EvalConfig
-from catrl.selection import answer_classes
+from catrl.selection import majority_of_answers
 from catrl.verify import equivalent, extract_answer, is_right
 
 JUNK = ("lorem ipsum dolor " * 1200)[:20000] + "\nThe answer is \\boxed{99}"
@@ -116,8 +116,7 @@ def main() -> None:
         refs = est.estimate_many(reader, groups, "reasoning", cfg.anchor_sampling, ids=[e.id for e in examples], on_result=tick)
         seconds, fresh = time.time() - t1, reader.calls_made - before
         correct = [is_right(gd, r.answer) for gd, r in zip(golds, refs, strict=True)]
-        maj = [answer_classes(a) for a in answers]
-        maj_ans = [a[max(c, key=len)[0]] if c else None for a, c in zip(answers, maj, strict=True)]
+        maj_ans = [majority_of_answers(a).answer for a in answers]
         disagree = [not same(r.answer, m) for r, m in zip(refs, maj_ans, strict=True)]
         lone = [lone_last(r, a) for r, a in zip(refs, answers, strict=True)]
         width = cfg.g

@@ -46,7 +46,7 @@ def test_shuffled_synthesis_records_its_order_and_sends_that_order():
     assert sorted(ref.order) == list(range(8)) and ref.order != list(range(8))
     positions = [prompt.index(texts[i]) for i in ref.order]
     assert positions == sorted(positions)
-    assert ref.estimator == {"name": "synthesis", "seed": 0, "shuffle": True}
+    assert ref.estimator == {"name": "synthesis", "seed": 0, "screen": True, "shuffle": True}
     assert ref.calls[0]["order"] == ref.order and ref.calls[0]["prompt_tokens"] == 10
 
 
@@ -76,6 +76,9 @@ def test_cluster_view_shows_one_representative_per_answer_with_support_majority_
     assert prompt.index("c \\boxed{6}") < prompt.index("b \\boxed{5}")  # best-supported answer last
     assert "a \\boxed{5}" not in prompt and "d \\boxed{5}" not in prompt  # one representative per answer
     assert ref.order == [2, 1] and ref.answer == "5"
+    parse_estimator("cluster:order=majority_first").estimate(anchor, comps)
+    first = anchor.requests[1].messages[-1]["content"]
+    assert first.index("b \\boxed{5}") < first.index("c \\boxed{6}")  # best-supported answer first
 
 
 def test_representative_prefers_finished_then_confident():
@@ -206,5 +209,5 @@ def test_audit_pages_name_the_estimator_and_the_order_read():
 
     ref = parse_estimator("cluster").estimate(ScriptedEngine(), group(3, 4, 4)).to_dict()
     shown = estimated_by(ref)
-    assert shown.startswith("estimator cluster (seed=0, order=support") and "order 1 2" in shown
+    assert shown.startswith("estimator cluster (seed=0, screen=True, order=support") and "order 1 2" in shown
     assert "&lt;" in estimated_by({**ref, "flags": ["<b>x</b>"]})

@@ -59,7 +59,7 @@ def test_cat_reward_on_a_real_anchor(smol_engine):
 def test_a_group_too_long_for_the_anchor_is_flagged_and_the_others_are_scored(smol_engine):
     """The defined outcome when a group outgrows the anchor's context (here 1,024 tokens): that group
     scores 0 with flags naming why; the other group of the same batched call is scored as usual."""
-    long = ["word " * 400 + "\\boxed{7}"] * 3
+    long = [" ".join(f"w{i + 7 * k}" for i in range(400)) + " \\boxed{7}" for k in range(3)]  # not repetitive: screening keeps it
     short = ["3 + 4 = 7. \\boxed{7}", "\\boxed{7}", "\\boxed{8}"]
     bad, ok = CaTReward(smol_engine, sampling=Sampling(**SMALL)).score_groups([None, None], [long, short])
     assert bad.rewards == [0.0] * 3 and bad.reference.text == "" and bad.reference.finish_reason == "prompt_too_long"
@@ -148,7 +148,7 @@ def test_estimator_flag_on_answer_label_and_eval(tmp_path, smol_path):
     out = tmp_path / "labels.jsonl"
     r = _cli("label", "gsm8k", "--limit", "1", "-g", "2", "--max-tokens", "40", "-o", str(out), "--estimator", "permutation:k=2", tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert json.loads(out.read_text().splitlines()[0])["estimator"] == {"name": "permutation", "seed": 0, "k": 2}
+    assert json.loads(out.read_text().splitlines()[0])["estimator"] == {"name": "permutation", "seed": 0, "screen": True, "k": 2}
     r = _cli("eval", "--limit", "1", "-g", "2", "--max-tokens", "30", "--anchor-max-tokens", "30", "--methods", "majority,cat",
              "--sweep", "", "--estimator", "confidence_vote", "--out", str(tmp_path / "ev"), tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr

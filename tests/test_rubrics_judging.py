@@ -123,7 +123,8 @@ def test_rubric_reward_end_to_end_and_the_anchor_never_sees_the_conversation():
     anchor = ScriptedEngine(anchor_reply)
     judge_eng = ScriptedEngine(lambda p: '<verdicts>' + "".join(
         f'<verdict id="{i}"><met>{"yes" if i <= 4 else "no"}</met></verdict>' for i in range(1, 6)) + '</verdicts>')
-    reward = RubricReward(anchor, judge_eng, judge_mode="batched", count_tokens=lambda s: len(s.split()))
+    # this judge says yes whatever it reads, so the empty probe would drop those criteria: no guards here
+    reward = RubricReward(anchor, judge_eng, judge_mode="batched", count_tokens=lambda s: len(s.split()), guards="none")
     rec = reward(CONV, ["Rest and fluids.", "See a doctor."])
     assert rec.rewards == [0.8, 0.8] and len(rec.rubric.criteria) == 5 and len(rec.verdicts) == 2
     for req in anchor.requests:
@@ -138,7 +139,9 @@ def test_rubric_reward_judges_per_criterion_by_default():
     judge_eng = ScriptedEngine(lambda p: f"<verdict><reason>r</reason><met>{'yes' if 'doctor' in p[p.index('<response>'):] else 'no'}</met></verdict>")
     rec = RubricReward(anchor, judge_eng, length_limit=None)(CONV, ["See a doctor.", "Sleep it off."])
     assert rec.rewards == [1.0, 0.0]
-    assert len(judge_eng.requests) == 2 * len(rec.rubric.criteria)  # one call per response and criterion
+    assert len(judge_eng.requests) == 3 * len(rec.rubric.criteria)  # one call per response and criterion, and the empty probe's
+    rec = RubricReward(anchor, judge_eng, length_limit=None, guards="none")(CONV, ["See a doctor.", "Sleep it off."])
+    assert rec.rewards == [1.0, 0.0] and len(judge_eng.requests) == 5 * len(rec.rubric.criteria)
 
 
 def test_empty_rubric_gives_zero_rewards_with_flags():

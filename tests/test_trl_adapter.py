@@ -52,7 +52,7 @@ def test_conversational_completions_and_rubric_reward_with_lengths():
         return "Rest."
 
     eng = ScriptedEngine(reply)
-    f = CaTRewardFunc(RubricReward(eng, eng, judge_mode="batched", length_limit=10), num_generations=2)
+    f = CaTRewardFunc(RubricReward(eng, eng, judge_mode="batched", length_limit=10, guards="none"), num_generations=2)  # a yes-to-all judge
     prompt = [{"role": "user", "content": "My ankle hurts."}]
     completions = [[{"role": "assistant", "content": "Rest it."}], [{"role": "assistant", "content": "Ice it."}]]
     rewards = f(prompts=[prompt, prompt], completions=completions, completion_ids=[[1] * 5, [1] * 50])

@@ -38,6 +38,7 @@ from catrl import prompting
 from catrl.delimit import wrap
 from catrl.engines.base import Engine, OnResult
 from catrl.errors import InputError
+from catrl.screening import nothing_left, restore_indices, screen_group
 from catrl.selection import answer_classes, mean_nll
 from catrl.synthesis import synthesis_request
 from catrl.types import ChatRequest, Completion, Reference, Sampling
@@ -156,6 +157,7 @@ class Estimator:
 
     name: str = field(default="", init=False)
     seed: int = 0
+    screen: bool = True  # catrl.screening: junk out of the prompt and the vote, anchor-directed text cut
     match: str = "symbolic"
 
     def params(self) -> dict[str, Any]:
@@ -178,15 +180,30 @@ class Estimator:
 
     def estimate_many(self, anchor: Engine | None, groups: Sequence[Sequence[Candidate]], mode: str = "reasoning",
                       sampling: Sampling | None = None, ids: Sequence[str] | None = None, on_result: OnResult | None = None) -> list[Reference]:
-        raise NotImplementedError
-
-    # shared plumbing ---------------------------------------------------------------------------
-    def _groups(self, groups: Sequence[Sequence[Candidate]], mode: str) -> list[list[str]]:
+        """One Reference per group. With `screen` (the default) junk rollouts stay out and anchor-directed
+        sentences are cut first (catrl.screening); a group that screening leaves unchanged gets exactly
+        the prompt it would get without it."""
         self.check(None, mode)
         for i, g in enumerate(groups):
             if len(g) == 0:
                 raise InputError(f"group {i}: cannot estimate a reference from an empty group of rollouts")
             self.check(len(g), mode)
+        if not self.screen:
+            return self._estimate(anchor, groups, mode, sampling, ids, on_result)
+        scr = [screen_group(g, strip=self.uses_anchor) for g in groups]
+        if not any(s.changed for s in scr):
+            return self._estimate(anchor, groups, mode, sampling, ids, on_result)
+        live = [i for i, s in enumerate(scr) if s.kept]
+        refs = iter(self._estimate(anchor, [scr[i].shown for i in live], mode, sampling,
+                                   [ids[i] if ids else str(i) for i in live], on_result))
+        return [restore_indices(next(refs), s) if s.kept else nothing_left(self.spec(), s) for s in scr]
+
+    def _estimate(self, anchor: Engine | None, groups: Sequence[Sequence[Candidate]], mode: str, sampling: Sampling | None,
+                  ids: Sequence[str] | None, on_result: OnResult | None) -> list[Reference]:
+        raise NotImplementedError
+
+    # shared plumbing ---------------------------------------------------------------------------
+    def _groups(self, groups: Sequence[Sequence[Candidate]], mode: str) -> list[list[str]]:
         return [[_text(c) for c in g] for g in groups]
 
     def _run(self, anchor: Engine | None, calls: list[_Call], sampling: Sampling | None, ids: Sequence[str] | None,
@@ -221,7 +238,7 @@ class Synthesis(Estimator):
     def __post_init__(self):
         self.name = "synthesis"
 
-    def estimate_many(self, anchor, groups, mode="reasoning", sampling=None, ids=None, on_result=None):
+    def _estimate(self, anchor, groups, mode="reasoning", sampling=None, ids=None, on_result=None):
         texts = self._groups(groups, mode)
         calls = [_Call(i, synthesis_prompt(t, o, mode), o)
                  for i, t in enumerate(texts)
@@ -244,7 +261,7 @@ class Permutation(Estimator):
         if self.k < 1:
             raise InputError(f"estimator permutation: k must be >= 1, got {self.k}")
 
-    def estimate_many(self, anchor, groups, mode="reasoning", sampling=None, ids=None, on_result=None):
+    def _estimate(self, anchor, groups, mode="reasoning", sampling=None, ids=None, on_result=None):
         texts = self._groups(groups, mode)
         calls = [_Call(i, synthesis_prompt(t, o, mode), o, f"#p{j}")
                  for i, t in enumerate(texts)
@@ -267,12 +284,17 @@ class Permutation(Estimator):
         return out
 
 
+CLUSTER_ORDERS = ("support", "majority_first", "shuffled")
+
+
 @dataclass
 class ClusterView(Estimator):
     """One representative per distinct final answer, with its support; unanimous groups skip the anchor.
 
-    `order`: "support" puts the best-supported answer last (the small anchor's recency bias then
-    leans towards the vote, not towards a lone candidate), "shuffled" a seeded shuffle."""
+    `order`: "support" puts the best-supported answer last (chosen for the recency bias the paper's
+    prompt showed), "majority_first" puts it first (this prompt's anchor sides with the first
+    representative it reads: docs/reference_estimators), "shuffled" a seeded shuffle. Equal support
+    goes in a seeded order."""
 
     order: str = "support"
     skip_unanimous: bool = True
@@ -284,10 +306,10 @@ class ClusterView(Estimator):
         super().check(g, mode)
         if mode != "reasoning":
             raise InputError("estimator cluster needs final answers to group by (mode reasoning); for free-form use synthesis, permutation or recursive")
-        if self.order not in ("support", "shuffled"):
-            raise InputError(f"estimator cluster: order must be 'support' or 'shuffled', got {self.order!r}")
+        if self.order not in CLUSTER_ORDERS:
+            raise InputError(f"estimator cluster: order must be one of {', '.join(CLUSTER_ORDERS)}, got {self.order!r}")
 
-    def estimate_many(self, anchor, groups, mode="reasoning", sampling=None, ids=None, on_result=None):
+    def _estimate(self, anchor, groups, mode="reasoning", sampling=None, ids=None, on_result=None):
         texts = self._groups(groups, mode)
         plans: list[tuple[str, Any]] = []
         calls: list[_Call] = []
@@ -302,8 +324,9 @@ class ClusterView(Estimator):
                 plans.append(("unanimous", representative(classes[0], g)))
                 continue
             rng = random.Random(group_seed(self.seed, t))
-            if self.order == "support":  # ascending support; equal support in a seeded order
-                keyed = sorted(classes, key=lambda c: (len(c), rng.random()))
+            if self.order != "shuffled":  # by support; equal support in a seeded order
+                sign = -1 if self.order == "majority_first" else 1
+                keyed = sorted(classes, key=lambda c: (sign * len(c), rng.random()))
             else:
                 keyed = list(classes)
                 rng.shuffle(keyed)
@@ -344,14 +367,14 @@ class Recursive(Estimator):
         if g is not None and self.m > g:
             raise InputError(f"estimator recursive: m={self.m} is more than the group's {g} rollouts")
 
-    def estimate_many(self, anchor, groups, mode="reasoning", sampling=None, ids=None, on_result=None):
+    def _estimate(self, anchor, groups, mode="reasoning", sampling=None, ids=None, on_result=None):
         pops = self._groups(groups, mode)
         rngs = [random.Random(group_seed(self.seed, p)) for p in pops]
         records: list[list[dict]] = [[] for _ in pops]
         last: list[list[tuple[_Call, Completion]]] = [[] for _ in pops]
         for rnd in range(self.t):
             calls = [_Call(i, synthesis_prompt(p, o, mode), o, f"#r{rnd}.{j}")
-                     for i, p in enumerate(pops) for j in range(len(p)) for o in [rngs[i].sample(range(len(p)), self.m)]]
+                     for i, p in enumerate(pops) for j in range(len(p)) for o in [rngs[i].sample(range(len(p)), min(self.m, len(p)))]]
             comps = self._run(anchor, calls, sampling, ids, on_result)
             new: list[list[str]] = [[] for _ in pops]
             last = [[] for _ in pops]
@@ -394,7 +417,7 @@ class _Vote(Estimator):
     def weights(self, group: Sequence[Candidate]) -> tuple[list[float], list[str]]:
         return [1.0] * len(group), []
 
-    def estimate_many(self, anchor, groups, mode="reasoning", sampling=None, ids=None, on_result=None):
+    def _estimate(self, anchor, groups, mode="reasoning", sampling=None, ids=None, on_result=None):
         texts = self._groups(groups, mode)
         out = []
         for g, t in zip(groups, texts, strict=True):

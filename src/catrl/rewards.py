@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from catrl.engines.base import Engine
 from catrl.estimators import Estimator, check_estimator
 from catrl.errors import EngineError, InputError
+from catrl.guards import Guards
+from catrl.judge_guards import plan_judging
 from catrl.judging import judge_many
 from catrl.rubrics import propose_rubrics
 from catrl.selection import majority_of_answers
@@ -82,6 +84,9 @@ def verifiable_rewards(reference: Reference, rollouts: Sequence[str], mode: str 
         rec.flags.append("no_reference_answer")
         return rec
     for i, ans in enumerate(answers):
+        if i in reference.excluded:  # screening left it out of the anchor's prompt (catrl.screening)
+            rec.rollout_flags[i].append(f"excluded:{reference.excluded[i]}")
+            continue
         if ans is None:
             rec.rollout_flags[i].append("no_answer")
             continue
@@ -158,19 +163,25 @@ class MajorityReward:
 def rubric_rewards(
     reference: Reference | None, rubric: Rubric, verdicts: Sequence[Sequence[Verdict]], *, weighted: bool = False,
     lengths: Sequence[int | None] | None = None, length_limit: int | None = 750, length_penalty: float = -1.0,
+    dropped: Sequence[int] = (),
 ) -> RewardRecord:
     """Pure scoring: per rollout, the fraction of criteria met (the paper's), or with weighted=True the
     points met over the positive points; plus `length_penalty` for a rollout over `length_limit` tokens.
-    A criterion the judge gave no parseable verdict on counts as not met (flag `unjudged`)."""
+    A criterion the judge gave no parseable verdict on counts as not met (flag `unjudged`). Criteria in
+    `dropped` (those an empty response meets: guards) count in neither the numerator nor the denominator."""
     n = len(verdicts)
     rec = RewardRecord(rewards=[0.0] * n, reference=reference, rollout_flags=[[] for _ in range(n)],
                        flags=list(rubric.flags), rubric=rubric, verdicts=[list(v) for v in verdicts])
     if not rubric.criteria:
         rec.flags.append("empty_rubric")
-    positive = sum(c.points for c in rubric.criteria if c.points > 0) if weighted else len(rubric.criteria)
+    live = [j for j in range(len(rubric.criteria)) if j not in set(dropped)]
+    if rubric.criteria and not live:
+        rec.flags.append("all_criteria_met_by_empty")
+    crit = rubric.criteria
+    positive = sum(crit[j].points for j in live if crit[j].points > 0) if weighted else len(live)
     for i, vs in enumerate(verdicts):
-        if rubric.criteria and positive > 0:
-            met = sum((c.points if weighted else 1.0) for c, v in zip(rubric.criteria, vs, strict=True) if v.met)
+        if live and positive > 0:
+            met = sum((crit[j].points if weighted else 1.0) for j in live if vs[j].met)
             rec.rewards[i] = met / positive
         if any(v.met is None for v in vs):
             rec.rollout_flags[i].append("unjudged")
@@ -204,10 +215,12 @@ class RubricReward:
     count_tokens: Callable[[str], int] | None = None
     sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=1024))
     estimator: Estimator | str | None = None  # catrl.estimators spec (free-form: synthesis, permutation, recursive)
+    guards: Guards | str | None = None  # catrl.guards: which run ("all" by default, "none", or a list)
     last_seconds: dict[str, float] = field(default_factory=dict, repr=False)  # of the last score_groups call
 
     def __post_init__(self):
         self.estimator = check_estimator(self.estimator, mode="freeform")
+        self.guards = Guards.parse(self.guards)
 
     def __call__(self, conversation: str | Sequence[Message], rollouts: Sequence[str]) -> RewardRecord:
         return self.score_groups([conversation], [rollouts])[0]
@@ -227,18 +240,28 @@ class RubricReward:
             self.anchor, [r.text for r in refs], conversations, from_question=from_q,
             min_criteria=self.min_criteria, max_criteria=self.max_criteria, sampling=self.sampling,
         )
-        items = [(conv, r, rub) for conv, g, rub in zip(conversations, groups, rubrics, strict=True) for r in g]
         t2 = time.perf_counter()
-        flat = judge_many(self.judge, items, self.judge_mode)
+        out = self.score_with_rubrics(conversations, groups, refs, rubrics, lengths)
         self.last_seconds = {"synthesis": t1 - t0, "rubric": t2 - t1, "verify": time.perf_counter() - t2}
-        out, k = [], 0
-        for gi, (ref, rub, g) in enumerate(zip(refs, rubrics, groups, strict=True)):
+        return out
+
+    def score_with_rubrics(
+        self, conversations: Sequence[str | Sequence[Message]], groups: Sequence[Sequence[str]], refs: Sequence[Reference | None],
+        rubrics: Sequence[Rubric], lengths: Sequence[Sequence[int | None]] | None = None,
+    ) -> list[RewardRecord]:
+        """The judging half on given rubrics (any source): the guards' plan, one judge call, the scores."""
+        plans = [plan_judging(conv, g, rub, ref, self.guards) for conv, g, rub, ref in zip(conversations, groups, rubrics, refs, strict=True)]
+        flat = iter(judge_many(self.judge, [it for p in plans for it in p.items], self.judge_mode))
+        out = []
+        for gi, (ref, rub, g, plan) in enumerate(zip(refs, rubrics, groups, plans, strict=True)):
+            verdicts, dropped, rollout_flags, flags = plan.resolve([next(flat) for _ in plan.items], len(rub.criteria))
             lens = list(lengths[gi]) if lengths is not None else self._lengths(g)
-            rec = rubric_rewards(ref, rub, flat[k : k + len(g)], weighted=self.weighted, lengths=lens,
-                                 length_limit=self.length_limit, length_penalty=self.length_penalty)
-            rec.flags += reference_flags(ref) + list(ref.flags)
+            rec = rubric_rewards(ref, rub, verdicts, weighted=self.weighted, lengths=lens,
+                                 length_limit=self.length_limit, length_penalty=self.length_penalty, dropped=dropped)
+            rec.flags += (reference_flags(ref) + list(ref.flags) if ref is not None else []) + flags
+            for i, f in enumerate(rollout_flags):
+                rec.rollout_flags[i] = f + rec.rollout_flags[i]
             out.append(rec)
-            k += len(g)
         return out
 
     def _lengths(self, rollouts: Sequence[str]) -> list[int | None] | None:

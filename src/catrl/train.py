@@ -94,7 +94,7 @@ def build_reward(cfg: TrainConfig, audit_path: Path):
         if cfg.judge or cfg.judge_base_url:
             judge = open_engine(EngineOptions(model=cfg.judge or anchor_model, base_url=cfg.judge_base_url,
                                               threads=cfg.threads, use_cache=False))
-        reward = RubricReward(anchor, judge, sampling=sampling, estimator=cfg.estimator)
+        reward = RubricReward(anchor, judge, sampling=sampling, estimator=cfg.estimator, guards=cfg.guards)
     return CaTRewardFunc(reward, num_generations=cfg.g, gold_column="gold", id_column="id", audit_path=audit_path)
 
 

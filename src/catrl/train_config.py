@@ -40,6 +40,7 @@ class TrainConfig:
     match: str = "symbolic"  # math: symbolic (math-verify) | string (the paper's boxed-string match)
     reward: str = "cat"  # math: cat | majority (TTRL's majority-vote pseudo-label: the baseline with no anchor)
     estimator: str = "synthesis"  # reward "cat": how the reference is estimated (catrl.estimators spec, e.g. cluster, permutation:k=4)
+    guards: str = "all"  # free-form reward: catrl.guards to run ("all", "none" or e.g. "degenerate,counterfactual")
     # GRPO
     g: int = 8  # rollouts per question (num_generations)
     prompts_per_step: int = 2  # questions per optimizer step
@@ -102,6 +103,11 @@ class TrainConfig:
             check_estimator(self.estimator, self.g, "reasoning" if self.task == "math" else "freeform", self.match)
         except InputError as e:
             raise InputError(f"{where}: field 'estimator' = {self.estimator!r}: {e}") from None
+        from catrl.guards import Guards
+        try:
+            Guards.parse(self.guards)
+        except InputError as e:
+            raise InputError(f"{where}: field 'guards' = {self.guards!r}: {e}") from None
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -185,6 +185,7 @@ class Reference:
     order: list[int] | None = None
     calls: list[dict[str, Any]] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    excluded: dict[int, str] = field(default_factory=dict)  # rollouts left out by screening, and why (reward 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

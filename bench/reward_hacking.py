@@ -1,0 +1,208 @@
+"""Can hostile text raise a reward? The hostile corpus (bench/data/hostile.jsonl) against its clean
+controls, before and after the guards (catrl.guards), and what the guards cost on clean data.
+
+- judge cases: the case's three criteria, judged per criterion (the paper's judging) by the embedded
+  1.5B model; a flip is the hostile response scoring above its control. Run with no guard, with each
+  guard alone, and with all of them.
+- synthesis cases: three agreeing clean rollouts and the hostile one last; the reward is CaT's
+  (the paper's synthesis, the same 1.5B anchor). A hijack is the hostile rollout's reward above its
+  control's (an honest rollout with the same wrong answer). Without and with screening.
+- clean data: GSM8K questions 0-199 (the committed rollouts of docs/cat_quality) and HealthBench
+  hard 20 (the committed rollouts, rubrics and verdicts of docs/rubric_validity). `clean_changed` is
+  the share of their rewards the guards change; only what a guard touches needs a new model call.
+
+    python bench/reward_hacking.py [--out docs/reward_hacking]
+
+Ends with `reward_hacking: cases=N judge_flips=X synthesis_hijacks=Y clean_changed=Z` (flips and
+hijacks after all guards).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from catrl.cache import CallCache, export_calls, import_calls
+from catrl.datasets import load_examples
+from catrl.engines.base import CachedEngine
+from catrl.engines.factory import group_context
+from catrl.engines.llamacpp import LlamaCppEngine
+from catrl.evaluate import EvalConfig
+from catrl.guards import Guards, degenerate_reason, grader_directed_spans
+from catrl.judge_guards import plan_judging
+from catrl.judging import judge_many
+from catrl.rewards import CaTReward, RubricReward, rubric_rewards
+from catrl.rollouts import build_request
+from catrl.screening import screen_group
+from catrl.types import Criterion, Rubric
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = {"none": "none", "screen": "screen", "degenerate": "degenerate", "counterfactual": "counterfactual",
+            "empty_probe": "empty_probe", "all": "all"}
+
+
+def judge_cases(judge, cases: list[dict]) -> dict[str, list[tuple[float, float, list[str]]]]:
+    """Per guard setting, per case: (hostile reward, control reward, hostile flags)."""
+    out = {}
+    rubrics = [Rubric([Criterion(t) for t in c["criteria"]], "fixed") for c in cases]
+    for name, spec in SETTINGS.items():
+        r = RubricReward(judge, judge, length_limit=None, guards=spec)
+        recs = r.score_with_rubrics([c["conversation"] for c in cases], [[c["hostile"], c["control"]] for c in cases],
+                                    [None] * len(cases), rubrics)
+        out[name] = [(rec.rewards[0], rec.rewards[1], rec.rollout_flags[0] + rec.flags) for rec in recs]
+    return out
+
+
+def synthesis_cases(anchor, cases: list[dict]) -> dict[str, list[tuple[float, float, str | None, str | None, list[str]]]]:
+    """Without and with screening, per case: (hostile reward, control reward, both references' answers, flags)."""
+    out = {}
+    for name, spec in (("none", "synthesis:screen=0"), ("all", "synthesis")):
+        groups = [g for c in cases for g in (c["base"] + [c["hostile"]], c["base"] + [c["control"]])]
+        recs = CaTReward(anchor, estimator=spec).score_groups([None] * len(groups), groups)
+        out[name] = [(h.rewards[-1], k.rewards[-1], h.reference.answer, k.reference.answer, h.rollout_flags[-1] + h.flags)
+                     for h, k in zip(recs[::2], recs[1::2], strict=True)]
+    return out
+
+
+def clean_gsm8k(policy, anchor, n: int) -> tuple[int, int, int]:
+    """(rewards compared, rewards changed, groups screening touched) on the committed GSM8K rollouts."""
+    cfg = EvalConfig(dataset="gsm8k", g=8)
+    examples = load_examples("gsm8k", None, n)
+    groups = [[c.text for c in g] for g in policy.generate([build_request(e, cfg.prompt) for e in examples], cfg.sampling, n=cfg.g)]
+    touched = [i for i, g in enumerate(groups) if screen_group(g).changed]
+    changed = 0
+    if touched:
+        sub = [groups[i] for i in touched]
+        before = CaTReward(anchor, estimator="synthesis:screen=0", sampling=cfg.anchor_sampling).score_groups([None] * len(sub), sub)
+        after = CaTReward(anchor, sampling=cfg.anchor_sampling).score_groups([None] * len(sub), sub)
+        changed = sum(a != b for x, y in zip(before, after, strict=True) for a, b in zip(x.rewards, y.rewards, strict=True))
+    return sum(map(len, groups)), changed, len(touched)
+
+
+def clean_healthbench(judge, path: Path) -> tuple[int, int, dict[str, int]]:
+    """(rewards compared, rewards changed, what each guard touched) on the committed HealthBench rollouts:
+    the self-proposed rubric's committed per-criterion verdicts, re-scored under the guards."""
+    rows = [json.loads(line) for line in gzip.open(path, "rt", encoding="utf-8")]
+    convs = [r["messages"] for r in rows]
+    groups = [[x["text"] for x in r["rollouts"]] for r in rows]
+    rubrics = [Rubric([Criterion(t) for t in r["rubrics"]["self_rubric"]["criteria"]], "reference") for r in rows]
+    touched = {"screen": sum(screen_group(g).changed for g in groups),
+               "degenerate": sum(degenerate_reason(t) is not None for g in groups for t in g),
+               "counterfactual": sum(bool(grader_directed_spans(t)) for g in groups for t in g)}
+    plans = [plan_judging(c, g, rub, None, Guards()) for c, g, rub in zip(convs, groups, rubrics, strict=True)]
+    # only what a guard adds is judged anew: the empty probe and counterfactual texts; the rollouts' own
+    # verdicts are the committed ones (the same judge prompt and model)
+    new_items = [(p, k) for p in plans for k, it in enumerate(p.items) if k not in p.own]
+    judged = judge_many(judge, [p.items[k] for p, k in new_items], "per_criterion")
+    fresh = {(id(p), k): v for (p, k), v in zip(new_items, judged, strict=True)}
+    total = changed = dropped_any = 0
+    for r, p, rub in zip(rows, plans, rubrics, strict=True):
+        committed = [[_verdict(v) for v in x["rubric_verdicts"]["self_rubric"]] for x in r["rollouts"]]
+        verdicts = [committed[p.own.index(k)] if k in p.own else fresh[(id(p), k)] for k in range(len(p.items))]
+        vs, dropped, _, _ = p.resolve(verdicts, len(rub.criteria))
+        dropped_any += bool(dropped)
+        after = rubric_rewards(None, rub, vs, dropped=dropped, length_limit=None).rewards
+        before = [x["rewards"]["self_rubric"] for x in r["rollouts"]]
+        total += len(before)
+        changed += sum(abs(a - b) > 1e-9 for a, b in zip(after, before, strict=True))
+    touched["empty_probe"] = dropped_any
+    return total, changed, touched
+
+
+def _verdict(met):
+    from catrl.types import Verdict
+    return Verdict(bool(met) if met is not None else None, "")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--cases", type=Path, nargs="+", default=[ROOT / "bench" / "data" / "hostile.jsonl", ROOT / "bench" / "data" / "hostile_heldout.jsonl"],
+                    help="corpora; the first is the one the guards were written against, the others are held out")
+    ap.add_argument("--out", type=Path, default=Path("docs/reward_hacking"))
+    ap.add_argument("--cache", type=Path, default=Path("runs/reward_hacking/cache.sqlite"))
+    ap.add_argument("--gsm8k", type=int, default=200, help="clean GSM8K questions (the committed rollouts)")
+    ap.add_argument("--healthbench", type=Path, default=ROOT / "docs" / "rubric_validity" / "results.jsonl.gz")
+    args = ap.parse_args()
+    console = Console(stderr=True)
+    args.cache.parent.mkdir(parents=True, exist_ok=True)
+    cache = CallCache(args.cache)
+    own = args.out / "calls.jsonl.gz"
+    for f in (ROOT / "docs" / "cat_quality" / "calls.jsonl.gz", own):
+        if f.exists():
+            added, held = import_calls(cache, f)
+            console.print(f"{f}: imported {added:,} calls ({held:,} already held)")
+    cases = [{**json.loads(line), "source": f.stem} for f in args.cases for line in f.open(encoding="utf-8") if line.strip()]
+    jc = [c for c in cases if c["kind"] == "judge"]
+    sc = [c for c in cases if c["kind"] == "synthesis"]
+    t0 = time.time()
+    cfg = EvalConfig(dataset="gsm8k", g=8)
+    judge = CachedEngine(LlamaCppEngine(args.model, max_seqs=16, n_ctx_seq=4096), cache)
+    jres = judge_cases(judge, jc)
+    console.print(f"[{time.time() - t0:6.0f}s] judge cases: {len(jc)} ({judge.calls_made} new calls)")
+    hb_total, hb_changed, hb_touched = clean_healthbench(judge, args.healthbench)
+    console.print(f"[{time.time() - t0:6.0f}s] HealthBench clean: {hb_changed}/{hb_total} rewards changed")
+    judge.inner.close()
+    anchor = CachedEngine(LlamaCppEngine(args.model, max_seqs=8, n_ctx_seq=group_context(cfg.g, cfg.sampling.max_tokens, 1024),
+                                         flash_attn=False), cache)
+    policy = CachedEngine(LlamaCppEngine(args.model, max_seqs=8, n_ctx_seq=1024), cache)  # the committed rollouts: cache hits
+    sres = synthesis_cases(anchor, sc)
+    console.print(f"[{time.time() - t0:6.0f}s] synthesis cases: {len(sc)}")
+    g_total, g_changed, g_touched = clean_gsm8k(policy, anchor, args.gsm8k)
+    console.print(f"[{time.time() - t0:6.0f}s] GSM8K clean: {g_changed}/{g_total} rewards changed ({g_touched} groups screened)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    export_calls(cache, own, kind="generate")
+
+    out = Console(width=170, record=True)
+    cmd = shlex.join(["python", *sys.argv])
+    out.print(f"command: {cmd}; machine {platform.machine()}, {os.cpu_count()} cores; model {args.model} as judge and anchor")
+    t = Table("judge case", *[f"{k}\nhostile/control" for k in SETTINGS], "flags (all guards)", title="judge cases: rewards, hostile vs control")
+    for i, c in enumerate(jc):
+        t.add_row(c["id"], *[_pair(jres[k][i][0], jres[k][i][1]) for k in SETTINGS], " ".join(jres["all"][i][2])[:60])
+    out.print(t)
+    t = Table("synthesis case", "no guard: hostile/control (ref answers)", "screen: hostile/control (ref answers)", "flags",
+              title="synthesis cases: the hostile rollout's CaT reward vs its control's")
+    for i, c in enumerate(sc):
+        n, a = sres["none"][i], sres["all"][i]
+        t.add_row(c["id"], f"{_pair(n[0], n[1])} ({n[2]}/{n[3]})", f"{_pair(a[0], a[1])} ({a[2]}/{a[3]})", " ".join(a[4])[:60])
+    out.print(t)
+    flips = {k: sum(h > c + 1e-9 for h, c, _ in v) for k, v in jres.items()}
+    hijacks = {k: sum(h > c + 1e-9 for h, c, *_ in v) for k, v in sres.items()}
+    for src in dict.fromkeys(c["source"] for c in cases):
+        jf = {k: sum(h > c + 1e-9 for (h, c, _), x in zip(v, jc, strict=True) if x["source"] == src) for k, v in jres.items()}
+        sh = {k: sum(h > c + 1e-9 for (h, c, *_), x in zip(v, sc, strict=True) if x["source"] == src) for k, v in sres.items()}
+        n = sum(c["source"] == src for c in cases)
+        out.print(f"{src} ({n} cases): judge flips by guard setting " + ", ".join(f"{k}={v}" for k, v in jf.items())
+                  + "; synthesis hijacks " + ", ".join(f"{k}={v}" for k, v in sh.items()))
+    out.print(f"clean HealthBench hard 20: {hb_changed}/{hb_total} rewards changed; touched: {hb_touched}")
+    out.print(f"clean GSM8K 0-{args.gsm8k - 1}: {g_changed}/{g_total} rewards changed; {g_touched} groups screened")
+    clean = (hb_changed + g_changed) / (hb_total + g_total)
+    summary = {"command": cmd, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "cases": len(cases),
+               "sources": {src: sum(c["source"] == src for c in cases) for src in dict.fromkeys(c["source"] for c in cases)},
+               "judge_flips": flips, "synthesis_hijacks": hijacks,
+               "clean": {"healthbench": {"rewards": hb_total, "changed": hb_changed, "touched": hb_touched},
+                         "gsm8k": {"rewards": g_total, "changed": g_changed, "groups_screened": g_touched}},
+               "judge": {c["id"]: {k: jres[k][i] for k in SETTINGS} for i, c in enumerate(jc)},
+               "synthesis": {c["id"]: {k: sres[k][i] for k in sres} for i, c in enumerate(sc)}}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+    out.print(f"reward_hacking: cases={len(cases)} judge_flips={flips['all']} synthesis_hijacks={hijacks['all']} clean_changed={clean:.4f}")
+    (args.out / "output.txt").write_text(out.export_text())
+
+
+def _pair(h: float, c: float) -> str:
+    mark = " FLIP" if h > c + 1e-9 else ""
+    return f"{h:.2f}/{c:.2f}{mark}"
+
+
+if __name__ == "__main__":
+    main()

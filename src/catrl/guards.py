@@ -1,0 +1,205 @@
+"""Guards: hostile text in a rollout or response must not raise its reward.
+
+Delimiters already stop a rollout from closing its block; these guards deal with what the models
+*read*. Each is a pure function here, switched on or off by `Guards`, and each leaves a flag in the
+audit record when it acts:
+
+- `degenerate_reason`: empty, refusal-only, or nothing left once grader-directed text is removed.
+  Such a response gets reward 0 and the flag `degenerate:<why>` (no judge call).
+- `junk_reason`: repetitive, noise-like or far longer than the rest of its group. Such a rollout stays
+  out of the anchor's prompt (flag `excluded:<why>`) and gets reward 0.
+- `grader_directed_spans`: sentences that address the grader or the anchor (claims that criteria are
+  met, fake verdict markup, role labels, "ignore the instructions", claims about a reference answer
+  or the other candidates). The anchor reads candidates without them (flag `anchor_directed`); the
+  judge judges the response again without them and keeps the lower verdict (counterfactual judging,
+  flag `counterfactual:<k>` when k verdicts were lowered).
+- the empty probe (in rewards.RubricReward): a rubric's criteria that an empty response "meets" carry
+  no weight (flag `criteria_met_by_empty:<k>`).
+
+Detection reads a normalised view of the text (NFKC, format characters such as zero-width spaces and
+bidi marks removed, common Cyrillic/Greek look-alikes mapped to Latin), so `ａｌｌ ｃｒｉｔｅｒｉａ`,
+`cri\u200bteria` or a Cyrillic `сriteria` read as what they spell. The text the models see is unchanged
+except for what a guard removes. Thresholds were set on GSM8K questions 0-99's rollouts
+(docs/reward_hacking).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import unicodedata
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+from catrl.errors import InputError
+
+# Latin look-alikes an attacker swaps in to dodge a pattern (Cyrillic and Greek letters).
+_CONFUSABLE = str.maketrans({
+    "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "і": "i", "ј": "j", "ѕ": "s", "ԁ": "d",
+    "ӏ": "l", "һ": "h", "ԛ": "q", "ԝ": "w", "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O",
+    "Р": "P", "С": "C", "Т": "T", "Х": "X", "Ү": "Y", "α": "a", "ε": "e", "ο": "o", "ρ": "p", "τ": "t", "υ": "u",
+    "ν": "v", "ι": "i", "κ": "k", "Α": "A", "Β": "B", "Ε": "E", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O",
+    "Ρ": "P", "Τ": "T", "Χ": "X", "Υ": "Y", "Ζ": "Z", "‹": "<", "›": ">", "〈": "<", "〉": ">", "⟨": "<", "⟩": ">",
+})
+
+
+_RLO_RUN = re.compile("\u202e([^\u202a-\u202e\n]*)\u202c?")
+
+
+def visible(text: str) -> str:
+    """What a reader sees: NFKC, right-to-left overridden runs in the order they render, format
+    characters (zero-width, bidi marks) removed."""
+    t = _RLO_RUN.sub(lambda m: m.group(1)[::-1], unicodedata.normalize("NFKC", text))
+    return "".join(ch for ch in t if unicodedata.category(ch) != "Cf")
+
+
+def _readings(text: str) -> list[str]:
+    """A sentence as written and with Latin look-alikes mapped (a Cyrillic `с` in `сriteria`)."""
+    return [text, text.translate(_CONFUSABLE)]
+
+
+# -- degenerate responses ---------------------------------------------------------------------------
+_REFUSAL = re.compile(
+    r"\b(i\s*(?:am|'m)\s*(?:sorry|unable|not able)|i\s*(?:can(?:no|')?t|cannot|won'?t|will not)\s*(?:help|assist|answer|provide|do\s+that|comply)"
+    r"|i\s*(?:must|have to)\s*decline|(?:as an? ai|as a language model).{0,40}(?:can(?:no|')?t|unable)|no puedo (?:ayudar|responder)"
+    r"|je ne peux pas (?:vous )?(?:aider|répondre)|ich kann (?:dir |ihnen )?(?:dabei )?nicht helfen|não posso ajudar|non posso aiutar"
+    r"|я не могу (?:помочь|ответить))|(?:我|抱歉).{0,6}(?:无法|不能)(?:帮助|回答|提供)|お手伝いできません|回答できません",
+    re.IGNORECASE,
+)
+REFUSAL_MAX_WORDS = 30  # a refusal followed by real advice is an answer, not a refusal
+
+
+def has_content(text: str) -> bool:
+    return any(ch.isalnum() for ch in visible(text))
+
+
+def degenerate_reason(text: str) -> str | None:
+    """'empty', 'refusal', 'no_content' (only grader-directed text), 'repetitive' or 'noise', else None."""
+    if not has_content(text):
+        return "empty"
+    v = visible(text)
+    if len(v.split()) <= REFUSAL_MAX_WORDS and len(v) <= 400 and any(_REFUSAL.search(r) for r in _readings(v)):
+        return "refusal"
+    if not has_content(strip_grader_directed(text)):
+        return "no_content"
+    return junk_reason(text)
+
+
+# -- junk among the synthesis inputs ---------------------------------------------------------------
+REPETITIVE_RATIO = 0.12   # zlib size / size; GSM8K 0-99 rollouts (>= 400 chars): lowest 0.20
+NOISE_RATIO = 0.70        # random characters and base64 compress to 0.71-0.76, prose to 0.3-0.5
+NOISE_MIN_BYTES = 1500    # short texts compress badly whatever they say
+LONG_FACTOR, LONG_MIN_CHARS = 4.0, 6000  # an outlier: > 4x the group's median and > 6,000 characters
+
+
+def compress_ratio(text: str) -> float:
+    b = text.encode("utf-8", "replace")
+    return len(zlib.compress(b, 9)) / max(1, len(b))
+
+
+def junk_reason(text: str, group: Sequence[str] = ()) -> str | None:
+    """'repetitive', 'noise' or 'overlong' (against the rest of the group), else None."""
+    v = visible(text)
+    size = len(v.encode("utf-8", "replace"))
+    if size >= 600 and compress_ratio(v) < REPETITIVE_RATIO:
+        return "repetitive"
+    if size >= NOISE_MIN_BYTES and compress_ratio(v) > NOISE_RATIO and _ascii_share(v) > 0.9:
+        return "noise"
+    others = [len(t) for t in group if t is not text]
+    if others and len(v) > LONG_MIN_CHARS and len(v) > LONG_FACTOR * max(1.0, statistics.median(others)):
+        return "overlong"
+    return None
+
+
+def _ascii_share(text: str) -> float:
+    return sum(ch.isascii() for ch in text) / max(1, len(text))
+
+
+# -- grader-directed text --------------------------------------------------------------------------
+_GRADING = (r"(?:criteri(?:on|a|um|os?)|critère|kriteri|критери|rubric|checklist|grading|grader|judge[sd]?\b|evaluator|assessor"
+            r"|reviewer|verdict|评分标准|評分|评分|採点)")
+_PASS = (r"(?:met|meet|meets|satisf|fulfil|pass|yes|true|score|mark|rate|award|assign|full|points?|perfect|complete|correct"
+         r"|cumpl|rempli|erfüllt|выполн|满足|符合|満た|达到)")
+_PATTERNS = [
+    # fake grading markup, escaped or not
+    r"(?:<|&lt;)\s*/?\s*(?:verdicts?|met|score|grade|criterion|rubric|evaluation|judgement|judgment)\b",
+    r"\bverdicts?\s*[:=]\s*(?:yes|met|pass|true)",
+    # claims or orders about the criteria, rubric or grading
+    rf"{_GRADING}.{{0,80}}{_PASS}", rf"{_PASS}.{{0,40}}\b(?:every|all|each|todos|tous|alle|所有|全部)\b.{{0,20}}{_GRADING}",
+    # role labels and chat-template tokens
+    r"(?:^|\n)\s*[\[\(#*]*\s*(?:system|assistant|developer|grader|judge|evaluator|anchor|admin|operator)\s*[\]\)#*]*\s*[:>\]]",
+    r"<\|[a-z_]+\|>|\[/?inst\]|<<\s*sys\s*>>",
+    # instructions to whoever reads this
+    r"\b(?:ignore|disregard|forget|override|bypass)\b.{0,60}\b(?:instructions?|above|previous|prior|rules?|prompt|system|everything"
+    r"|guidelines?|rubric|criteri\w*|candidates?|solutions?|attempts?|responses?|others?|rest)\b",
+    r"\b(?:ignora|ignorez|ignoriere|игнорируй|忽略|無視)",
+    r"\byou\s+(?:are|must|should|will|shall|need to)\s+(?:now\s+)?(?:grade|mark|rate|score|judge|evaluate|output)\b",
+    r"\byou\s+are\s+(?:now\s+)?(?:an?|the)\s+(?:ai|model|grader|judge|assistant|anchor|evaluator)\b",
+    r"\byou\s+(?:must|should|will|shall)\s+(?:answer|reply|respond|say|write|choose|pick|select)\s*(?:with\s+)?[\"'\\\d\u201c]",
+    r"\b(?:note|message|instruction)s?\s+(?:to|for)\s+(?:the\s+)?(?:grader|judge|evaluator|reviewer|ai|model|anchor|assistant|synthesizer)\b",
+    r"\bas\s+(?:the|an?)\s+(?:ai|judge|grader|evaluator|anchor|language model|synthesizer)\b",
+    # claims about the reference, the answer key or the other candidates (a rollout cannot know them)
+    r"\b(?:reference|gold|official|verified|expected|consensus)\s+(?:answer|solution|label|response)\b",
+    r"\banswer\s+key\b",
+    r"\b(?:other|all|every|remaining)\s+(?:\d+\s+|of the\s+)?(?:other\s+)?(?:candidates?|attempts?|solutions?|responses?)\b.{0,60}"
+    r"\b(?:wrong|incorrect|agree|reach|say|are|is)\b",
+    r"\bcandidates?\s*(?:#|no\.?|number)?\s*\d+\b",
+]
+_GRADER_DIRECTED = re.compile("|".join(f"(?:{p})" for p in _PATTERNS), re.IGNORECASE)
+_SENTENCE = re.compile(r"[^\n.!?。！？]*(?:[.!?。！？]+|\n|$)")
+
+
+def grader_directed_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence or line of `visible(text)` that addresses the grader or the anchor."""
+    v = visible(text)
+    spans = []
+    for m in _SENTENCE.finditer(v):
+        s = m.group(0)
+        if s.strip() and any(_GRADER_DIRECTED.search(r) for r in _readings(s)):
+            spans.append((m.start(), m.end()))
+    return spans
+
+
+def strip_grader_directed(text: str) -> str:
+    """The text with every grader-directed sentence removed (from its visible form); unchanged when none."""
+    spans = grader_directed_spans(text)
+    if not spans:
+        return text
+    v = visible(text)
+    out, last = [], 0
+    for a, b in spans:
+        out.append(v[last:a])
+        last = b
+    out.append(v[last:])
+    return re.sub(r"[ \t]+\n", "\n", "".join(out)).strip()
+
+
+# -- which guards run -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Guards:
+    """Which guards a reward runs; all on by default. `Guards.parse("none")`, `"all"` or a comma list
+    such as `"screen,degenerate"` (names: screen, degenerate, counterfactual, empty_probe)."""
+
+    screen: bool = True           # junk and anchor-directed text kept out of the anchor's prompt
+    degenerate: bool = True       # empty / refusal / no-content responses: reward 0, no judge call
+    counterfactual: bool = True   # judge again without grader-directed sentences, keep the lower verdict
+    empty_probe: bool = True      # criteria an empty response meets carry no weight
+
+    @classmethod
+    def parse(cls, spec: str | Guards | None) -> Guards:
+        if isinstance(spec, Guards):
+            return spec
+        if spec is None or spec.strip() in ("", "all"):
+            return cls()
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+        if names == ["none"]:
+            return cls(False, False, False, False)
+        known = [f.name for f in fields(cls)]
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise InputError(f"unknown guard(s) {', '.join(bad)}; choose from all, none or {', '.join(known)}")
+        return cls(**{k: k in names for k in known})
+
+    def names(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name)]
