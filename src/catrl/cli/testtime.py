@@ -11,7 +11,7 @@ from rich.table import Table
 
 from catrl import models, prompting
 from catrl.cli.common import (AdapterOpt, AnchorFlashOpt, AnchorModelOpt, AnchorUrlOpt, ApiKeyOpt, BaseUrlOpt, CacheOpt, ConcOpt, CtxOpt, EstimatorOpt, GOpt,
-                              GroupCtxOpt,
+                              GroupCtxOpt, guide,
                               MaxSeqsOpt, ModelOpt, NoCacheOpt, ThreadsOpt, TimeoutOpt, app, console, engine_opts, fail, open_pulled,
                               out, policy_and_anchor, progress, sampling_of, stage_ticker)
 from catrl.engines.factory import group_context
@@ -19,7 +19,7 @@ from catrl.errors import CatrlError
 from catrl.estimators import check_estimator
 
 
-@app.command()
+@app.command(epilog=guide("testtime.md") + "; engines and servers: docs/guide/models.md")
 def generate(
     data: Annotated[str, typer.Argument(help="Packaged dataset (gsm8k), a .jsonl/.parquet file, or a saved HF dataset dir.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output JSONL (default: <data>.rollouts.jsonl). An existing file is resumed.")] = None,
@@ -73,7 +73,7 @@ def generate(
     out.print(f"calls: made={stats.calls_made} rows_written={stats.written} rows_resumed={stats.resumed}")
 
 
-@app.command("eval")
+@app.command("eval", epilog=guide("testtime.md") + "; free-form tasks and HealthBench: docs/guide/freeform.md")
 def eval_cmd(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="gsm8k, math500, math (the full 5,000-problem MATH test set), or a .jsonl[.gz]/.parquet file or HF dataset dir with a gold field.")] = "gsm8k",
     field: Annotated[list[str] | None, typer.Option("--field", help="Field map FIELD=COLUMN (question, id, gold).")] = None,
@@ -232,7 +232,7 @@ def _eval_freeform(dataset, field_map, limit, g, methods, method_limit, out_dir,
     out.print(f"results: {out_dir / 'results.jsonl'}  summary: {out_dir / 'summary.json'}  report: {page}")
 
 
-@app.command()
+@app.command(epilog=guide("testtime.md"))
 def answer(
     question: Annotated[str, typer.Argument(help="The question.")],
     g: GOpt = 8,
@@ -279,7 +279,7 @@ def answer(
     out.print("CaT and the majority vote agree." if agree else f"[yellow]CaT and the majority vote disagree[/] (majority: {maj.answer})")
 
 
-@app.command()
+@app.command(epilog=guide("testtime.md") + "; --task freeform: docs/guide/freeform.md")
 def label(
     data: Annotated[str, typer.Argument(help="Unlabeled questions: packaged name, .jsonl/.parquet, or a saved HF dataset dir.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output JSONL (resumed if it exists).")],

@@ -10,11 +10,11 @@ import typer
 
 from catrl import models
 from catrl.cli.common import (ApiKeyOpt, BaseUrlOpt, ConcOpt, CtxOpt, EstimatorOpt, MaxSeqsOpt, ModelOpt, ThreadsOpt, TimeoutOpt, app, console,
-                              engine_opts, fail, out, policy_and_anchor, progress, sampling_of)
+                              engine_opts, fail, guide, out, policy_and_anchor, progress, sampling_of)
 from catrl.errors import CatrlError
 
 
-@app.command()
+@app.command(epilog=guide("training.md"))
 def train(
     config: Annotated[Path | None, typer.Argument(help="YAML run config (fields: see docs/cat_rl/config.yaml). Optional: flags alone work too.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config field: KEY=VALUE (repeatable), e.g. -s steps=10 -s output_dir=runs/x.")] = None,
@@ -38,7 +38,7 @@ def train(
               f"{res.curves.name if res.curves else 'no curves'}, adapter/, merged/")
 
 
-@app.command()
+@app.command(epilog=guide("training.md"))
 def audit(
     run: Annotated[Path, typer.Argument(help="A CaT-RL run directory, or its audit.jsonl.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML page (default: audit.html next to audit.jsonl).")] = None,
@@ -73,7 +73,7 @@ def audit(
     out.print(f"report: {page}")
 
 
-@app.command()
+@app.command(epilog=guide("training.md"))
 def sft(
     labels: Annotated[Path, typer.Argument(help="`catrl label` output (JSONL with question and reference).")],
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o")] = Path("runs/cat-sft"),
@@ -96,7 +96,7 @@ def sft(
     out.print(f"CaT-SFT done -> {merged} (adapter in {output_dir / 'adapter'})")
 
 
-@app.command()
+@app.command(epilog=guide("scaling.md"))
 def serve(
     model: ModelOpt = models.DEFAULT_MODEL, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
     judge_model: Annotated[str | None, typer.Option("--judge-model", help="Free-form judge (default: the anchor).")] = None,
@@ -114,6 +114,7 @@ def serve(
     anchor_max_tokens: int = 1024, temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, seed: int = 0,
     estimator: EstimatorOpt = "synthesis",
     freeform_estimator: Annotated[str, typer.Option("--freeform-estimator", help="The free-form reward's estimator: synthesis, permutation[:k=N] or recursive[:m=M,t=T].")] = "synthesis",
+    guards: Annotated[str, typer.Option("--guards", help="The free-form reward's guards against hostile text: all, none, or a list of screen, degenerate, counterfactual, empty_probe.")] = "all",
     max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096, threads: ThreadsOpt = None, timeout: TimeoutOpt = None,
     concurrency: ConcOpt = 16,
     flash_attn: Annotated[bool | None, typer.Option(
@@ -133,12 +134,12 @@ def serve(
                           audit_path=audit_log)
         cfg.check()
         math_reward, freeform_reward = (CaTReward(None, match=match, estimator=estimator),  # checked before any model loads
-                                        RubricReward(None, None, estimator=freeform_estimator))
+                                        RubricReward(None, None, estimator=freeform_estimator, guards=guards))
         opts = engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, None, False, flash_attn)
         anchor, judge = policy_and_anchor(opts, judge_model, judge_base_url)
         sampling = sampling_of(temperature, top_p, top_k, anchor_max_tokens, seed)
         app_ = create_app(CaTReward(anchor, match=match, sampling=sampling, estimator=math_reward.estimator),
-                          RubricReward(anchor, judge, sampling=sampling, estimator=freeform_reward.estimator), cfg)
+                          RubricReward(anchor, judge, sampling=sampling, estimator=freeform_reward.estimator, guards=freeform_reward.guards), cfg)
     except CatrlError as e:
         fail(e)
         return

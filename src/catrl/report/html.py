@@ -8,7 +8,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from catrl.report.table import format_figure
+from catrl.report.table import analysis_label, format_figure
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
@@ -36,7 +36,8 @@ def _summary_table(summary: dict[str, Any]) -> str:
         for k, d in summary["paired"].items()
     )
     an = summary.get("analyses") or {}
-    analyses = "".join(f"<tr><td>{escape(k)}</td><td>{escape(_fmt(v))}</td></tr>" for k, v in an.items())
+    analyses = "".join(f'<tr><td title="summary.json: {escape(k)}">{escape(analysis_label(k))}</td><td>{escape(_fmt(v))}</td></tr>'
+                       for k, v in an.items())
     return (
         "<h2>Accuracy (95% Wilson CI)</h2><table><tr><th>method</th><th>n</th><th>accuracy</th><th>95% CI</th></tr>"
         f"{rows}</table><h2>Paired differences (bootstrap 95% CI, McNemar exact)</h2><table><tr><th>pair</th><th>n</th>"

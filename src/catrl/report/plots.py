@@ -29,8 +29,42 @@ def sweep_single_line(summary: dict[str, Any]) -> float | None:
     return single["mean"]
 
 
+SWEEP_METHODS = (("cat", "CaT (synthesis)", "tab:red", "o", "-"), ("majority", "majority vote", "tab:blue", "s", "--"))
+"""(summary key, legend label, colour, marker, line style): the vote's dashed line, drawn last, lets CaT's show through."""
+SWEEP_DODGE = 0.05
+"""Horizontal offset between methods, in log2(G) units: lines that coincide (CaT equal to the vote at
+every G, as on the README's first command) stay visible side by side."""
+
+
+def dodged(ks: list[int], i: int, n: int, dodge: float = SWEEP_DODGE) -> list[float]:
+    """The x positions of method i of n on the log2 G axis, spread symmetrically around each G."""
+    shift = (i - (n - 1) / 2) * dodge
+    return [k * 2**shift for k in ks]
+
+
+def draw_sweep(ax, summary: dict[str, Any]) -> None:
+    """Accuracy versus G for CaT and majority vote, with 95% CIs, on `ax`; each method dodged sideways
+    and with its own marker, so coinciding lines both show."""
+    sweep = summary["sweep"]
+    ks = sorted(int(k) for k in sweep)
+    for i, (name, label, color, marker, style) in enumerate(SWEEP_METHODS):
+        acc = [sweep[str(k)][name] for k in ks]
+        mean = [a["mean"] for a in acc]
+        err = [[max(0.0, a["mean"] - a["lo"]) for a in acc], [max(0.0, a["hi"] - a["mean"]) for a in acc]]
+        ax.errorbar(dodged(ks, i, len(SWEEP_METHODS)), mean, yerr=err, marker=marker, linestyle=style, capsize=3, color=color,
+                    label=label)
+    single = sweep_single_line(summary)
+    if single is not None:
+        ax.axhline(single, color="gray", linestyle="--", linewidth=1, label="single sample")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
+    ax.set_xlabel("rollouts per question (G)")
+    ax.set_ylabel("accuracy")
+
+
 def plot_sweep(summary: dict[str, Any], path: Path, title: str = "") -> Path | None:
-    """Accuracy versus G for CaT and majority vote, with 95% CIs."""
+    """Accuracy versus G for CaT and majority vote, with 95% CIs (draw_sweep), as a PNG."""
     sweep = summary.get("sweep") or {}
     if not sweep:
         return None
@@ -39,20 +73,8 @@ def plot_sweep(summary: dict[str, Any], path: Path, title: str = "") -> Path | N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ks = sorted(int(k) for k in sweep)
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
-    for name, color in (("cat", "tab:red"), ("majority", "tab:blue")):
-        acc = [sweep[str(k)][name] for k in ks]
-        mean = [a["mean"] for a in acc]
-        err = [[max(0.0, a["mean"] - a["lo"]) for a in acc], [max(0.0, a["hi"] - a["mean"]) for a in acc]]
-        ax.errorbar(ks, mean, yerr=err, marker="o", capsize=3, color=color, label="CaT (synthesis)" if name == "cat" else "majority vote")
-    single = sweep_single_line(summary)
-    if single is not None:
-        ax.axhline(single, color="gray", linestyle="--", linewidth=1, label="single sample")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set_xlabel("rollouts per question (G)")
-    ax.set_ylabel("accuracy")
+    draw_sweep(ax, summary)
     n = next(iter(sweep.values()))["cat"]["n"]
     ax.set_title(f"{title or 'accuracy vs G'} ({n} questions)")
     return _save(fig, ax, path)

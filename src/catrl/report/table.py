@@ -46,12 +46,38 @@ def paired_table(summary: dict[str, Any]) -> Table:
     return t
 
 
+ANALYSIS_LABELS = {
+    "disagree_with_majority_share": "share of questions where CaT's answer differs from the majority's",
+    "disagree_count": "questions where CaT's answer differs from the majority's",
+    "cat_accuracy_when_disagreeing": "CaT's accuracy where it differs from the majority",
+    "majority_accuracy_when_disagreeing": "the majority's accuracy where CaT differs from it",
+    "cat_right_all_rollouts_wrong_share": "share of questions CaT gets right while every rollout is wrong",
+    "cat_right_all_rollouts_wrong_count": "questions CaT gets right while every rollout is wrong",
+    "all_rollouts_wrong_count": "questions where every rollout is wrong",
+    "any_rollout_right_share": "share of questions some rollout gets right (the ceiling for picking one)",
+    "cat_no_answer_count": "CaT references with no final answer",
+    "cat_answer_minority_count": "CaT's answer held by a minority of rollouts, not the vote's",
+    "cat_accuracy_answer_minority": "CaT's accuracy where its answer is a minority's",
+    "cat_answer_none_count": "CaT's answer held by no rollout",
+    "cat_accuracy_answer_none": "CaT's accuracy where no rollout holds its answer",
+    "cat_answer_held_by_candidate_share": "share of references whose answer the candidate holds, by its position in the anchor prompt (1..G)",
+    "cat_lone_answer_candidate_count": "references whose answer one candidate alone holds, by its position in the anchor prompt (1..G)",
+}
+"""Plain words for the analyses (evaluate.summarize), for the terminal table and report.html alike;
+summary.json keeps the keys."""
+
+
+def analysis_label(key: str) -> str:
+    """What an analyses key measures, in plain words (the key itself for one without a label)."""
+    return ANALYSIS_LABELS.get(key, key)
+
+
 def analyses_table(summary: dict[str, Any]) -> Table:
     t = Table(title="the paper's analyses")
     t.add_column("figure")
     t.add_column("value")
     for k, v in (summary.get("analyses") or {}).items():
-        t.add_row(k, format_figure(v))
+        t.add_row(analysis_label(k), format_figure(v))
     for k, row in (summary.get("sweep") or {}).items():
         t.add_row(f"G={k}: CaT / majority", f"{row['cat']['mean']:.3f} / {row['majority']['mean']:.3f} (n={row['cat']['n']})")
     return t
