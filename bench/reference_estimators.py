@@ -193,14 +193,7 @@ def main() -> None:
 
 def export_new(cache: CallCache, path: Path, engine: str, base_keys: set[str]) -> None:
     """This bench's own anchor calls (not the rollouts and plain-CaT calls it imported), gzip JSONL."""
-    tmp = path.with_suffix(".tmp.gz")
-    export_calls(cache, tmp, engine_contains=engine, kind="generate")
-    with gzip.open(tmp, "rt") as src, gzip.open(path, "wt") as dst:
-        for line in src:
-            r = json.loads(line)
-            if call_key(r["engine"], r["kind"], r["request"]) not in base_keys:
-                dst.write(line)
-    tmp.unlink()
+    export_calls(cache, path, engine_contains=engine, kind="generate", exclude=base_keys)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from catrl.cache import CallCache, export_calls, import_calls
+from catrl.cache import CallCache, call_key, export_calls, import_calls
 from catrl.datasets import load_examples
 from catrl.engines.base import CachedEngine
 from catrl.engines.factory import group_context
@@ -49,6 +49,51 @@ from catrl.types import Criterion, Rubric
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"none": "none", "screen": "screen", "degenerate": "degenerate", "counterfactual": "counterfactual",
             "empty_probe": "empty_probe", "all": "all"}
+
+
+class CacheOnly:
+    """An engine that answers nothing: behind a CachedEngine it replays an interrupted run's calls and
+    records which prompts are missing, so only the cases whose every call is cached are reported."""
+
+    supports_logprobs, supports_scoring = True, False
+
+    def __init__(self, identity: str):
+        self.identity, self.missed = identity, set()
+
+    def generate(self, requests, sampling, n=1, on_result=None):
+        from catrl.types import Completion
+        self.missed.update(r.messages[-1]["content"] for r in requests)
+        return [[Completion(text="", prompt_tokens=0, completion_tokens=0, finish_reason="missing")] for _ in requests]
+
+
+def judge_only_from_cache(cache: CallCache, identity: str, jc: list[dict], out: Console) -> None:
+    """The judge cases an interrupted run finished, from its calls alone (nothing is generated)."""
+    inner = CacheOnly(identity)
+    res = judge_cases(CachedEngine(inner, _ReadOnly(cache)), jc)
+    done = [not any(c["hostile"] in m or c["control"] in m for m in inner.missed) for c in jc]
+    out.print(f"judge cases complete in the cache: {sum(done)} of {len(jc)} (the others are left out)")
+    t = Table("judge case", *[f"{k}\nhostile/control" for k in SETTINGS], title="judge cases: rewards, hostile vs control")
+    for i, c in enumerate(jc):
+        if done[i]:
+            t.add_row(c["id"], *[_pair(res[k][i][0], res[k][i][1]) for k in SETTINGS])
+    out.print(t)
+    for src in dict.fromkeys(c["source"] for c in jc):
+        idx = [i for i, c in enumerate(jc) if c["source"] == src and done[i]]
+        out.print(f"{src} ({len(idx)} judge cases): flips by guard setting "
+                  + ", ".join(f"{k}={sum(v[i][0] > v[i][1] + 1e-9 for i in idx)}" for k, v in res.items()))
+
+
+class _ReadOnly:
+    """A call cache that reads but never writes (CacheOnly's blanks stay out of it)."""
+
+    def __init__(self, cache: CallCache):
+        self._c = cache
+
+    def put(self, *args, **kwargs) -> None:
+        return None
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
 
 
 def judge_cases(judge, cases: list[dict]) -> dict[str, list[tuple[float, float, list[str]]]]:
@@ -133,18 +178,31 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("runs/reward_hacking/cache.sqlite"))
     ap.add_argument("--gsm8k", type=int, default=200, help="clean GSM8K questions (the committed rollouts)")
     ap.add_argument("--healthbench", type=Path, default=ROOT / "docs" / "rubric_validity" / "results.jsonl.gz")
+    ap.add_argument("--judge-from-cache", action="store_true",
+                    help="only the judge cases, replayed from OUT/calls.jsonl.gz (an interrupted run's); nothing is generated")
     args = ap.parse_args()
     console = Console(stderr=True)
     args.cache.parent.mkdir(parents=True, exist_ok=True)
     cache = CallCache(args.cache)
     own = args.out / "calls.jsonl.gz"
-    for f in (ROOT / "docs" / "cat_quality" / "calls.jsonl.gz", own):
+    base = ROOT / "docs" / "cat_quality" / "calls.jsonl.gz"
+    for f in (base, own):
         if f.exists():
             added, held = import_calls(cache, f)
             console.print(f"{f}: imported {added:,} calls ({held:,} already held)")
+    with gzip.open(base, "rt", encoding="utf-8") as fh:
+        base_keys = {call_key(r["engine"], r["kind"], r["request"]) for r in map(json.loads, fh)}
     cases = [{**json.loads(line), "source": f.stem} for f in args.cases for line in f.open(encoding="utf-8") if line.strip()]
     jc = [c for c in cases if c["kind"] == "judge"]
     sc = [c for c in cases if c["kind"] == "synthesis"]
+    if args.judge_from_cache:
+        with gzip.open(own, "rt", encoding="utf-8") as fh:
+            identity = json.loads(fh.readline())["engine"]
+        out = Console(width=170, record=True)
+        out.print(f"command: {shlex.join(['python', *sys.argv])}; judge {identity} (calls of an interrupted run)")
+        judge_only_from_cache(cache, identity, jc, out)
+        (args.out / "judge_from_cache.txt").write_text(out.export_text())
+        return
     t0 = time.time()
     cfg = EvalConfig(dataset="gsm8k", g=8)
     judge = CachedEngine(LlamaCppEngine(args.model, max_seqs=16, n_ctx_seq=4096), cache)
@@ -161,7 +219,7 @@ def main() -> None:
     g_total, g_changed, g_touched = clean_gsm8k(policy, anchor, args.gsm8k)
     console.print(f"[{time.time() - t0:6.0f}s] GSM8K clean: {g_changed}/{g_total} rewards changed ({g_touched} groups screened)")
     args.out.mkdir(parents=True, exist_ok=True)
-    export_calls(cache, own, kind="generate")
+    export_calls(cache, own, kind="generate", exclude=base_keys)  # the GSM8K rollouts travel in docs/cat_quality
 
     out = Console(width=170, record=True)
     cmd = shlex.join(["python", *sys.argv])

@@ -1,5 +1,7 @@
 """The call cache and the cached engine wrapper (orchestration; a fake engine counts calls)."""
 
+import json
+
 from catrl.cache import CallCache, call_key
 from catrl.engines.base import CachedEngine
 from catrl.types import ChatRequest, Completion, Sampling, ScoredContinuation, TokenLogprob
@@ -80,13 +82,16 @@ def test_scores_are_cached(tmp_path):
 
 
 def test_export_then_import_replays_every_call_on_another_machine(tmp_path):
-    from catrl.cache import export_calls, import_calls
+    from catrl.cache import call_key, export_calls, import_calls
 
     here = CachedEngine(CountingEngine(), CallCache(tmp_path / "here.sqlite"))
     first = here.generate([ChatRequest.user("a"), ChatRequest.user("b")], Sampling(seed=3), n=2)
     here.score([ChatRequest.user("q")], ["cont"])
     assert export_calls(here.cache, tmp_path / "calls.jsonl.gz") == 3
     assert export_calls(here.cache, tmp_path / "gen.jsonl", kind="generate") == 2
+    keys = [json.loads(line) for line in (tmp_path / "gen.jsonl").read_text().splitlines()]
+    first_key = call_key(keys[0]["engine"], keys[0]["kind"], keys[0]["request"])
+    assert export_calls(here.cache, tmp_path / "rest.jsonl", kind="generate", exclude={first_key}) == 1  # another export carries it
 
     inner = CountingEngine()
     there = CachedEngine(inner, CallCache(tmp_path / "there.sqlite"))
