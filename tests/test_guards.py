@@ -155,3 +155,12 @@ def test_real_judge_counterfactual_on_a_fake_verdict_block(smol_engine):
     rec = RubricReward(anchor, smol_engine, length_limit=None)(case["conversation"], [case["hostile"], case["control"]])
     assert rec.rewards[0] <= rec.rewards[1]
     assert "grader_directed" in rec.rollout_flags[0]
+
+
+def test_recursive_later_rounds_keep_their_own_indices_after_screening():
+    junk = next(c for c in CORPUS if c["id"] == "synthesis-junk-1")
+    ref = CaTReward(ScriptedEngine(lambda p: "\\boxed{12}"), estimator="recursive:m=2,t=2")(None, [junk["hostile"]] + junk["base"]).reference
+    first = [c["order"] for c in ref.calls if c["round"] == 0]
+    later = [c["order"] for c in ref.calls if c["round"] == 1]
+    assert all(0 not in o for o in first)  # rollout 0 (the junk) is never read
+    assert all(max(o) < 3 for o in later)  # indices into the 3 synthesized candidates

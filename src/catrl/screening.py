@@ -66,7 +66,8 @@ def restore_indices(ref: Reference, s: Screened) -> Reference:
     """Map a reference estimated on the kept rollouts back to the group's indices, with the flags."""
     back = lambda o: [s.kept[j] if j >= 0 else j for j in o]  # noqa: E731  (-1: a synthesized candidate)
     ref.order = back(ref.order) if ref.order is not None else None
-    ref.calls = [{**c, "order": back(c["order"])} if "order" in c else c for c in ref.calls]
+    # recursive rounds after the first read synthesized candidates, not rollouts: their indices stay
+    ref.calls = [{**c, "order": back(c["order"])} if "order" in c and c.get("round", 0) == 0 else c for c in ref.calls]
     ref.excluded = dict(s.excluded)
     ref.flags = ref.flags + [f"excluded:{i}:{why}" for i, why in s.excluded.items()] + [f"anchor_directed:{i}" for i in s.directed]
     return ref
