@@ -48,7 +48,7 @@ from catrl.types import Criterion, Rubric
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"none": "none", "screen": "screen", "degenerate": "degenerate", "counterfactual": "counterfactual",
-            "empty_probe": "empty_probe", "all": "all"}
+            "empty_probe": "empty_probe", "default": "default", "all": "all"}
 
 
 class CacheOnly:

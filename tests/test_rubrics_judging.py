@@ -139,9 +139,9 @@ def test_rubric_reward_judges_per_criterion_by_default():
     judge_eng = ScriptedEngine(lambda p: f"<verdict><reason>r</reason><met>{'yes' if 'doctor' in p[p.index('<response>'):] else 'no'}</met></verdict>")
     rec = RubricReward(anchor, judge_eng, length_limit=None)(CONV, ["See a doctor.", "Sleep it off."])
     assert rec.rewards == [1.0, 0.0]
-    assert len(judge_eng.requests) == 3 * len(rec.rubric.criteria)  # one call per response and criterion, and the empty probe's
+    assert len(judge_eng.requests) == 2 * len(rec.rubric.criteria)  # one call per response and criterion
     rec = RubricReward(anchor, judge_eng, length_limit=None, guards="none")(CONV, ["See a doctor.", "Sleep it off."])
-    assert rec.rewards == [1.0, 0.0] and len(judge_eng.requests) == 5 * len(rec.rubric.criteria)
+    assert rec.rewards == [1.0, 0.0] and len(judge_eng.requests) == 4 * len(rec.rubric.criteria)
 
 
 def test_empty_rubric_gives_zero_rewards_with_flags():

@@ -13,8 +13,8 @@ audit record when it acts:
   or the other candidates). The anchor reads candidates without them (flag `anchor_directed`); the
   judge judges the response again without them and keeps the lower verdict (counterfactual judging,
   flag `counterfactual:<k>` when k verdicts were lowered).
-- the empty probe (in rewards.RubricReward): a rubric's criteria that an empty response "meets" carry
-  no weight (flag `criteria_met_by_empty:<k>`).
+- the empty probe (in rewards.RubricReward, opt-in): a rubric's criteria that an empty response
+  "meets" carry no weight (flag `criteria_met_by_empty:<k>`).
 
 Detection reads a normalised view of the text (NFKC, format characters such as zero-width spaces and
 bidi marks removed, common Cyrillic/Greek look-alikes mapped to Latin), so `ａｌｌ ｃｒｉｔｅｒｉａ`,
@@ -178,27 +178,32 @@ def strip_grader_directed(text: str) -> str:
 # -- which guards run -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Guards:
-    """Which guards a reward runs; all on by default. `Guards.parse("none")`, `"all"` or a comma list
-    such as `"screen,degenerate"` (names: screen, degenerate, counterfactual, empty_probe)."""
+    """Which guards a reward runs. The default runs screen, degenerate and counterfactual; `"all"` adds
+    the empty probe, `"none"` runs none, or give a comma list (screen, degenerate, counterfactual,
+    empty_probe). The empty probe is opt-in: with the 1.5B judge it changed 40 of 80 clean HealthBench
+    rewards (the judge "meets" many criteria for an empty response), for 3 fewer flips of 19
+    (docs/reward_hacking)."""
 
     screen: bool = True           # junk and anchor-directed text kept out of the anchor's prompt
     degenerate: bool = True       # empty / refusal / no-content responses: reward 0, no judge call
     counterfactual: bool = True   # judge again without grader-directed sentences, keep the lower verdict
-    empty_probe: bool = True      # criteria an empty response meets carry no weight
+    empty_probe: bool = False     # criteria an empty response meets carry no weight
 
     @classmethod
     def parse(cls, spec: str | Guards | None) -> Guards:
         if isinstance(spec, Guards):
             return spec
-        if spec is None or spec.strip() in ("", "all"):
+        if spec is None or spec.strip() in ("", "default"):
             return cls()
         names = [n.strip() for n in spec.split(",") if n.strip()]
-        if names == ["none"]:
-            return cls(False, False, False, False)
         known = [f.name for f in fields(cls)]
+        if names == ["none"]:
+            return cls(**{k: False for k in known})
+        if names == ["all"]:
+            return cls(**{k: True for k in known})
         bad = [n for n in names if n not in known]
         if bad:
-            raise InputError(f"unknown guard(s) {', '.join(bad)}; choose from all, none or {', '.join(known)}")
+            raise InputError(f"unknown guard(s) {', '.join(bad)}; choose from default, all, none or {', '.join(known)}")
         return cls(**{k: k in names for k in known})
 
     def names(self) -> list[str]:

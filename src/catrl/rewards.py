@@ -215,7 +215,7 @@ class RubricReward:
     count_tokens: Callable[[str], int] | None = None
     sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=1024))
     estimator: Estimator | str | None = None  # catrl.estimators spec (free-form: synthesis, permutation, recursive)
-    guards: Guards | str | None = None  # catrl.guards: which run ("all" by default, "none", or a list)
+    guards: Guards | str | None = None  # catrl.guards: which run (default: all but the empty probe; "all", "none", a list)
     last_seconds: dict[str, float] = field(default_factory=dict, repr=False)  # of the last score_groups call
 
     def __post_init__(self):

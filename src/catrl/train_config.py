@@ -40,7 +40,7 @@ class TrainConfig:
     match: str = "symbolic"  # math: symbolic (math-verify) | string (the paper's boxed-string match)
     reward: str = "cat"  # math: cat | majority (TTRL's majority-vote pseudo-label: the baseline with no anchor)
     estimator: str = "synthesis"  # reward "cat": how the reference is estimated (catrl.estimators spec, e.g. cluster, permutation:k=4)
-    guards: str = "all"  # free-form reward: catrl.guards to run ("all", "none" or e.g. "degenerate,counterfactual")
+    guards: str = "default"  # free-form reward: catrl.guards ("default": all but the empty probe; "all", "none" or a list)
     # GRPO
     g: int = 8  # rollouts per question (num_generations)
     prompts_per_step: int = 2  # questions per optimizer step
