@@ -76,12 +76,8 @@ def plan_judging(conversation: Conversation, responses: Sequence[str], rubric: R
         directed = bool(grader_directed_spans(r)) if why is None and guards.counterfactual else False
         plan.skipped.append(why)
         plan.directed.append(directed)
-        if why is not None or not rubric.criteria:
-            plan.own.append(None if why is not None else _add(plan, (conversation, r, rubric)))
-            plan.counterfactual.append(None)
-            continue
-        plan.own.append(_add(plan, (conversation, r, rubric)))
-        plan.counterfactual.append(_add(plan, (conversation, strip_grader_directed(r), rubric)) if directed else None)
+        plan.own.append(_add(plan, (conversation, r, rubric)) if why is None else None)
+        plan.counterfactual.append(_add(plan, (conversation, strip_grader_directed(r), rubric)) if directed and rubric.criteria else None)
     if guards.empty_probe and rubric.criteria:
         plan.probe = _add(plan, (conversation, "", rubric))
     return plan
