@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -276,3 +277,41 @@ def test_transformers_engine_generates_greedy_and_sampled(smol_path):
     assert sorted(seen) == [0, 1] and all(0 < g[0].completion_tokens <= 16 for g in greedy)
     sampled = eng.generate(reqs, Sampling(temperature=1.0, top_p=1.0, top_k=0, max_tokens=8, seed=1), n=2)
     assert [len(g) for g in sampled] == [2, 2] and eng.identity.startswith("transformers:smollm2-135m:") and eng.identity.endswith(":fp32")
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_a_run_stopped_by_its_budget_resumes_from_its_portable_state_exactly(tmp_path, smol_path):
+    """The run moves machines as its committed state: stopped by max_minutes after step 1, its run directory
+    deleted (a fresh clone), resumed from the state alone; steps 2 and 3 equal an uninterrupted run's."""
+    import torch
+    from safetensors.torch import load_file
+
+    from catrl.run_state import state_step
+    from catrl.train import train
+
+    base = SMOL + ["steps=3", "save_steps=1", "reward=random", "lora_r=1"]
+    whole = train(load_config(None, base + [f"output_dir={tmp_path / 'a'}", f"state_dir={tmp_path / 'a_state'}"]), progress=False)
+    assert whole.steps == 3 and not whole.stopped
+    first = train(load_config(None, base + [f"output_dir={tmp_path / 'b'}", f"state_dir={tmp_path / 'b_state'}", "max_minutes=0.01"]), progress=False)
+    assert first.stopped and first.steps == 1 and first.merged_dir is None and state_step(tmp_path / "b_state") == 1
+    assert sum(p.stat().st_size for p in (tmp_path / "b_state").iterdir()) < 15 * 2**20
+    shutil.rmtree(tmp_path / "b")  # the machine is gone; the state is all that is left
+    cmd = [sys.executable, "-m", "catrl", "train"] + sum((["-s", s] for s in base + [f"output_dir={tmp_path / 'c'}", f"state_dir={tmp_path / 'b_state'}"]), [])
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from step 1" in resumed.stdout and "portable state" in resumed.stdout
+    a = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    c = [json.loads(x) for x in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in c] == [1, 2, 3]  # step 1 came with the state
+    assert any(m["grad_norm"] > 0 for m in a[1:])  # the steps compared learned something
+    for ma, mc in zip(a[1:], c[1:], strict=True):
+        assert mc["reward"] == ma["reward"] and mc["completions/mean_length"] == ma["completions/mean_length"]  # the same rollouts and rewards
+        assert mc["loss"] == pytest.approx(ma["loss"], rel=1e-4, abs=1e-6) and mc["grad_norm"] == pytest.approx(ma["grad_norm"], rel=1e-3)
+    rollouts = lambda run: [r["rollouts"] for r in map(json.loads, (run / "audit.jsonl").read_text().splitlines())]  # noqa: E731
+    assert rollouts(tmp_path / "c") == rollouts(tmp_path / "a")
+    wa, wc = (load_file(str(tmp_path / r / "adapter" / "adapter_model.safetensors")) for r in ("a", "c"))
+    assert wa.keys() == wc.keys() and all(torch.allclose(wa[k], wc[k], rtol=1e-4, atol=1e-7) for k in wa)
+    # the same command with another learning rate is another run: refused, naming the field, with nothing touched
+    other = subprocess.run(cmd + ["-s", "learning_rate=1e-3"], capture_output=True, text=True, timeout=600)
+    assert other.returncode != 0 and "learning_rate" in other.stdout + other.stderr

@@ -24,6 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from catrl import prompting
 from catrl.datasets import gold_answer, load_examples
 from catrl.engines.factory import EngineOptions, group_context, open_engine
@@ -45,6 +47,8 @@ class TrainResult:
     adapter_dir: Path | None
     merged_dir: Path | None
     curves: Path | None
+    stopped: bool = False  # the time budget (max_minutes) ended this start before `steps`: run again to resume
+    state_dir: Path | None = None
 
 
 def prompt_rows(cfg: TrainConfig, count_tokens: Callable[[list[dict]], int]) -> tuple[list[dict[str, Any]], int]:
@@ -72,12 +76,14 @@ def prompt_rows(cfg: TrainConfig, count_tokens: Callable[[list[dict]], int]) -> 
 
 
 def build_reward(cfg: TrainConfig, audit_path: Path):
-    """The CaT reward function for TRL, over a frozen anchor engine (or the anchor-free majority baseline)."""
+    """The CaT reward function for TRL, over a frozen anchor engine (or an anchor-free baseline or control)."""
+    from catrl.control_rewards import FormatReward, RandomReward
     from catrl.integrations.trl import CaTRewardFunc
     from catrl.rewards import CaTReward, MajorityReward, RubricReward
 
-    if cfg.reward == "majority":
-        return CaTRewardFunc(MajorityReward(match=cfg.match), num_generations=cfg.g, gold_column="gold", id_column="id", audit_path=audit_path)
+    free = {"majority": lambda: MajorityReward(match=cfg.match), "random": lambda: RandomReward(p=0.5, seed=cfg.seed), "format": FormatReward}
+    if cfg.reward in free:
+        return CaTRewardFunc(free[cfg.reward](), num_generations=cfg.g, gold_column="gold", id_column="id", audit_path=audit_path)
     anchor_model = cfg.anchor or (cfg.policy if not Path(cfg.policy).is_dir() else None)
     if anchor_model is None:
         raise InputError("config: field 'anchor' is required when 'policy' is an HF directory (the anchor runs on llama.cpp or a server)")
@@ -244,6 +250,78 @@ def kept_adapters(out: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def budget_callback(max_seconds: float, started: float, clock: Callable[[], float] = time.monotonic):
+    """Stop cleanly before the time budget runs out: after each optimizer step, if the slowest of the
+    last five steps would not fit in what is left, save a checkpoint now and end training (a run
+    started again resumes from it). `started`: when this start began (model loading counts too)."""
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def __init__(self):
+            self.mark: float | None = None
+            self.step_seconds: list[float] = []
+            self.stopped_at: int | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.mark = clock()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now = clock()
+            self.step_seconds.append(now - (self.mark if self.mark is not None else started))
+            self.mark = now
+            if state.global_step < state.max_steps and now - started + max(self.step_seconds[-5:]) > max_seconds:
+                control.should_save = True
+                control.should_training_stop = True
+                self.stopped_at = state.global_step
+                log.info("time budget: stopping after step %d (%.0f s of %.0f used; a step takes up to %.0f s)",
+                         state.global_step, now - started, max_seconds, max(self.step_seconds[-5:]))
+
+    return TimeBudget()
+
+
+def state_callback(out: Path, state_dir: Path, config: dict[str, Any]):
+    from transformers import TrainerCallback
+
+    from catrl.run_state import save_state
+
+    class PortableState(TrainerCallback):
+        """After every checkpoint, the run's portable state (catrl.run_state) replaces the previous one."""
+
+        def on_save(self, args, state, control, **kwargs):
+            manifest = save_state(out / f"checkpoint-{state.global_step}", out, state_dir, config)
+            log.info("run state of step %d -> %s (%.1f MB)", manifest["step"], state_dir, manifest["bytes"] / 2**20)
+
+    return PortableState()
+
+
+def median_step_seconds(metrics_path: Path) -> float | None:
+    """The median step time a run has logged so far (None before its first step)."""
+    if not metrics_path.is_file():
+        return None
+    times = []
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        try:
+            t = json.loads(line).get("step_time")
+        except json.JSONDecodeError:
+            continue
+        if isinstance(t, (int, float)):
+            times.append(float(t))
+    return sorted(times)[len(times) // 2] if times else None
+
+
+def check_budget(cfg: TrainConfig, out: Path, started: float, clock: Callable[[], float] = time.monotonic) -> None:
+    """Before training: a budget that cannot hold one step (as this run has measured steps) is an InputError."""
+    if cfg.max_minutes is None:
+        return
+    left = cfg.max_minutes * 60 - (clock() - started)
+    step = median_step_seconds(out / "metrics.jsonl")
+    if step is not None and left < step:
+        raise InputError(f"max_minutes={cfg.max_minutes:g} leaves {max(0.0, left):.0f} s after setup, less than one step "
+                         f"(a median {step:.0f} s in {out / 'metrics.jsonl'}); nothing was trained. Give more minutes.")
+    if step is None:
+        log.info("max_minutes=%g: this run has no step time yet, so at least one step runs before the budget is checked", cfg.max_minutes)
+
+
 def snapshot_callback(out: Path, every: int):
     from transformers import TrainerCallback
 
@@ -270,9 +348,34 @@ class Run:
     output_dir: Path
     checkpoint: Path | None
     resumed_step: int | None  # read now: checkpoint rotation may delete that directory during training
+    budget: Any = None  # the TimeBudget callback (max_minutes), if any
 
 
-def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
+def resume_point(cfg: TrainConfig, requested: dict[str, Any], out: Path) -> Path | None:
+    """The checkpoint to resume from: the run directory's newest, or the portable state's when that
+    is further on (a fresh clone, another machine). A state or checkpoint made with another config is
+    an InputError naming the fields that differ."""
+    from catrl.run_state import restore_state, state_step
+
+    ckpt = last_checkpoint(out)
+    if ckpt is not None and (out / "config.yaml").is_file():
+        from catrl.run_state import check_same_config
+
+        saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}
+        check_same_config(saved, cfg.to_dict(), f"the run directory {out}")
+    if cfg.state_dir:
+        held = state_step(Path(cfg.state_dir))
+        if held is not None and (ckpt is None or held > checkpoint_step(ckpt)):
+            ckpt = restore_state(Path(cfg.state_dir), out, requested)
+            log.info("restored the run state of step %d from %s", held, cfg.state_dir)
+            if not (out / "config.yaml").is_file():
+                dump_config(cfg, out / "config.yaml")
+    return ckpt
+
+
+def build_run(cfg: TrainConfig, progress: bool = True, started: float | None = None) -> Run:
+    """`started`: when this start began (time.monotonic), for the time budget; default now."""
+    started = time.monotonic() if started is None else started
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL; pyproject pins the TRL it was tested with
     from datasets import Dataset
@@ -287,11 +390,12 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
         import torch
 
         torch.set_num_threads(cfg.threads)
+    requested = cfg.to_dict()  # as given: what a portable state is checked against on another machine
     cfg = replace(cfg, dtype=resolve_dtype(cfg.dtype), rollouts=resolve_rollouts(cfg),  # the saved config says what ran
                   prompts_dir=prompting.use_dir(cfg.prompts_dir))
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = last_checkpoint(out)
+    ckpt = resume_point(cfg, requested, out)
     if ckpt is not None:
         log.info("resuming %s from %s (its config.yaml is kept; this run's is config.resume.yaml)", out, ckpt.name)
         dump_config(cfg, out / "config.resume.yaml")
@@ -319,21 +423,30 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> Run:
     if cfg.lora_r > 0:
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                  target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
+    callbacks = [metrics_callback(out / "metrics.jsonl", rollouts and rollouts.seconds_metrics)]
+    if cfg.keep_adapter_steps:
+        callbacks.append(snapshot_callback(out, cfg.keep_adapter_steps))
+    if cfg.state_dir:
+        callbacks.append(state_callback(out, Path(cfg.state_dir), requested))
+    budget = budget_callback(cfg.max_minutes * 60, started) if cfg.max_minutes else None
+    if budget is not None:
+        callbacks.append(budget)
     trainer = GRPOTrainer(
         model=str(policy_dir), reward_funcs=[reward], args=grpo_args(cfg, out),
         train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft_config,
-        callbacks=[metrics_callback(out / "metrics.jsonl", rollouts and rollouts.seconds_metrics)] + ([snapshot_callback(out, cfg.keep_adapter_steps)] if cfg.keep_adapter_steps else []),
-        rollout_func=rollouts,
+        callbacks=callbacks, rollout_func=rollouts,
     )
     if not progress:
         trainer.remove_callback(ProgressCallback)
-    return Run(trainer, reward, rollouts, tok, out, ckpt, resumed_step)
+    return Run(trainer, reward, rollouts, tok, out, ckpt, resumed_step, budget)
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Run (or resume) CaT-RL as configured; export the adapter and a merged model at the end."""
-    run = build_run(cfg, progress)
+    started = time.monotonic()
+    run = build_run(cfg, progress, started)
     try:
+        check_budget(cfg, run.output_dir, started)
         if run.checkpoint is not None and run.resumed_step is not None and run.resumed_step >= cfg.steps:
             # a finished run, started again (to export, or by a script that resumes every stage): the trainer
             # would take one more step past max_steps, so load the last checkpoint's weights instead
@@ -342,6 +455,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
             run.trainer.state.global_step = run.resumed_step
         else:
             run.trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint else None)
+        if run.budget is not None and run.budget.stopped_at is not None:
+            return TrainResult(run.output_dir, run.trainer.state.global_step, run.resumed_step, None, None, None, stopped=True,
+                               state_dir=Path(cfg.state_dir) if cfg.state_dir else None)
         adapter_dir, merged_dir = export(run.trainer, run.tokenizer, run.output_dir)
         curves = plot_curves(run.output_dir / "metrics.jsonl", run.output_dir / "curves.png",
                              title=f"{'CaT-RL' if cfg.reward == 'cat' else 'majority-vote RL (TTRL)'}: {cfg.policy} on {cfg.dataset}")
@@ -350,7 +466,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
             anchor.close()
         if run.rollouts is not None:
             run.rollouts.engine.close()
-    return TrainResult(run.output_dir, run.trainer.state.global_step, run.resumed_step, adapter_dir, merged_dir, curves)
+    return TrainResult(run.output_dir, run.trainer.state.global_step, run.resumed_step, adapter_dir, merged_dir, curves,
+                       state_dir=Path(cfg.state_dir) if cfg.state_dir else None)
 
 
 def load_checkpoint_weights(model, ckpt: Path) -> None:

@@ -38,7 +38,7 @@ class TrainConfig:
     prompt: str = "solve"  # prompt template for plain questions (src/catrl/prompts/)
     prompts_dir: str | None = None  # a directory of <name>.txt files replacing packaged prompts (synthesis, rubric, judge); default: CATRL_PROMPTS
     match: str = "symbolic"  # math: symbolic (math-verify) | string (the paper's boxed-string match)
-    reward: str = "cat"  # math: cat | majority (TTRL's majority-vote pseudo-label: the baseline with no anchor)
+    reward: str = "cat"  # cat | majority (math: TTRL's majority-vote pseudo-label, no anchor) | random (Bernoulli(0.5): a control) | format (math: 1 for a stated answer: a control)
     estimator: str = "synthesis"  # reward "cat": how the reference is estimated (catrl.estimators spec, e.g. cluster, permutation:k=4)
     guards: str = "default"  # free-form reward: catrl.guards ("default": all but the empty probe; "all", "none" or a list)
     # GRPO
@@ -66,6 +66,8 @@ class TrainConfig:
     dtype: str = "auto"  # auto (bf16 where the hardware computes in it, else fp32) | bf16 | fp32
     # bookkeeping
     output_dir: str = "runs/cat-rl"
+    state_dir: str | None = None  # the run's portable state (LoRA, optimizer, RNG, trail; catrl.run_state), written after every checkpoint and resumed from on any machine: commit it
+    max_minutes: float | None = None  # time budget: checkpoint and exit cleanly before the next step would pass it (run again to resume)
     save_steps: int = 10
     keep_adapter_steps: int = 0  # also keep the LoRA adapter of every Nth step in adapters/step-N (checkpoint rotation deletes the rest): accuracy over training
     seed: int = 0
@@ -75,8 +77,8 @@ class TrainConfig:
         checks = [
             ("task", self.task in ("math", "freeform"), "must be math or freeform"),
             ("match", self.match in ("symbolic", "string"), "must be symbolic or string"),
-            ("reward", self.reward == "cat" or (self.reward == "majority" and self.task == "math"),
-             "must be cat, or majority with task math (a vote needs final answers)"),
+            ("reward", self.reward in ("cat", "random") or (self.reward in ("majority", "format") and self.task == "math"),
+             "must be cat or random, or majority or format with task math (both need final answers)"),
             ("g", self.g >= 2, "must be >= 2 (GRPO needs a group)"),
             ("prompts_per_step", self.prompts_per_step >= 1, "must be >= 1"),
             ("steps", self.steps >= 1, "must be >= 1"),
@@ -94,6 +96,8 @@ class TrainConfig:
              "must be 0, or a multiple of save_steps with LoRA (lora_r > 0): snapshots are taken from the checkpoints"),
             ("keep_adapter_steps", self.keep_adapter_steps >= 0, "must be >= 0"),
             ("offset", self.offset >= 0, "must be >= 0"),
+            ("max_minutes", self.max_minutes is None or self.max_minutes > 0, "must be > 0 (or null: no budget)"),
+            ("state_dir", self.state_dir is None or self.lora_r > 0, "needs LoRA (lora_r > 0): a full model's state is too large to commit"),
         ]
         for name, ok, msg in checks:
             if not ok:

@@ -34,8 +34,13 @@ def train(
         fail(e)
         return
     resumed = f" (resumed from step {res.resumed_from})" if res.resumed_from else ""
+    state = f"; portable state (commit it to resume elsewhere): {res.state_dir}" if res.state_dir else ""
+    if res.stopped:
+        out.print(f"stopped by the time budget after step {res.steps} of {cfg.steps}{resumed} -> {res.output_dir}{state}. "
+                  "Run the same command again to resume.")
+        return
     out.print(f"trained {res.steps} steps{resumed} -> {res.output_dir}: metrics.jsonl, audit.jsonl, "
-              f"{res.curves.name if res.curves else 'no curves'}, adapter/, merged/")
+              f"{res.curves.name if res.curves else 'no curves'}, adapter/, merged/{state}")
 
 
 @app.command(epilog=guide("training.md"))

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from catrl.control_rewards import FormatReward, RandomReward
 from catrl.errors import InputError
 from catrl.grouping import consecutive_runs
 from catrl.rewards import AnchorFailures, CaTReward, MajorityReward, RubricReward
@@ -65,16 +66,17 @@ def step_metrics(records: Sequence[RewardRecord], golds: Sequence[str | None] | 
            "cat/anchor_error_groups": float(np.mean(["anchor_error" in rec.flags for rec in records])) if records else float("nan")}
     golds = list(golds) if golds is not None else [None] * len(records)
     verifiable = [(rec, g) for rec, g in zip(records, golds, strict=True) if rec.rubric is None and rec.reference is not None]
-    if verifiable:
+    estimated = [(rec, g) for rec, g in verifiable if not any(f.startswith("control:") for f in rec.flags)]  # controls have no reference
+    if estimated:
         agree = []
-        for rec, _ in verifiable:
+        for rec, _ in estimated:
             maj = majority_of_answers(rec.answers).answer
             agree.append(float(maj is not None and is_right(maj, rec.reference.answer)))
         out["cat/reference_agrees_with_majority"] = float(np.mean(agree))
-        graded = [(rec, g) for rec, g in verifiable if g is not None]
-        if graded:
+        if graded := [(rec, g) for rec, g in estimated if g is not None]:
             out["cat/reference_accuracy_vs_gold"] = float(np.mean([is_right(g, rec.reference.answer) for rec, g in graded]))
-            out["cat/rollout_accuracy_vs_gold"] = float(np.mean([is_right(g, a) for rec, g in graded for a in rec.answers]))
+    if graded := [(rec, g) for rec, g in verifiable if g is not None]:
+        out["cat/rollout_accuracy_vs_gold"] = float(np.mean([is_right(g, a) for rec, g in graded for a in rec.answers]))
     return out
 
 
@@ -92,7 +94,7 @@ class CaTRewardFunc:
     this many failed calls in a row stop the run with the error, to resume once the anchor is back."""
 
     def __init__(
-        self, reward: CaTReward | RubricReward | MajorityReward, num_generations: int, gold_column: str | None = None,
+        self, reward: CaTReward | RubricReward | MajorityReward | RandomReward | FormatReward, num_generations: int, gold_column: str | None = None,
         audit_path: str | Path | None = None, gold_parser: Callable[[str], str | None] | None = None,
         id_column: str | None = None, max_anchor_failures: int = 3,
     ) -> None:
@@ -100,7 +102,8 @@ class CaTRewardFunc:
         self.failures = AnchorFailures(max_anchor_failures)
         self.gold_column, self.gold_parser, self.id_column = gold_column, gold_parser, id_column
         self.audit_path = Path(audit_path) if audit_path else None
-        self.__name__ = "cat_rubric" if isinstance(reward, RubricReward) else "majority" if isinstance(reward, MajorityReward) else "cat"
+        self.__name__ = ("cat_rubric" if isinstance(reward, RubricReward) else "majority" if isinstance(reward, MajorityReward)
+                         else getattr(reward, "name", "cat"))
         self.calls = 0
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Sequence[int]] | None = None,

@@ -162,3 +162,28 @@ def plot_accuracy_over_training(points: dict[str, list[tuple[int, dict[str, floa
     if title:
         ax.set_title(title, fontsize=9)
     return _save(fig, ax, path)
+
+
+GATE_BARS = (("precision", "precision: rewarded rollouts that are right"), ("recall", "recall: right rollouts rewarded"),
+             ("accuracy", "accuracy: reward agrees with correctness"), ("label_accuracy", "label accuracy: reference right"))
+
+
+def plot_gate(rows: list[Any], path: Path, title: str = "") -> Path:
+    """The reward-accuracy gate: per reward, grouped bars of precision, recall, accuracy and label accuracy
+    (a missing value, e.g. a control's label, is left out, not drawn as 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(rows) + 2), 4))
+    width = 0.8 / len(GATE_BARS)
+    for j, (key, label) in enumerate(GATE_BARS):
+        xs = [i + (j - (len(GATE_BARS) - 1) / 2) * width for i, r in enumerate(rows) if getattr(r, key) is not None]
+        ys = [getattr(r, key) for r in rows if getattr(r, key) is not None]
+        ax.bar(xs, ys, width=width, label=label)
+    ax.set_xticks(range(len(rows)), [r.name for r in rows], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, ax, path)
