@@ -194,7 +194,7 @@ def print_report(summary: dict, cfg, args, res, on_llamacpp: bool, questions: tu
         print("greedy accuracy over training (step: train, held-out):  " + "   ".join(
             f"{st}: {a['mean']:.3f}, {b['mean']:.3f}" for (st, a), (_, b) in zip(over_acc["train"], over_acc["held-out"], strict=True)))
     print("reward audit (training groups graded against gold afterwards; gold never reached a reward):")
-    widths = [14, 7, 7, 16, 12, 15, 13, 15, 15]
+    widths = [14, 7, 7, 16, 12, 15, 13, 15, 15, 15, 14]
     print("".join(f"{h:>{w}}" for h, w in zip(AUDIT_HEADER, widths)))
     for r in audit_rows([Stretch(**p) for p in summary["reward_audit"]]):
         print("".join(f"{c:>{w}}" for c, w in zip(r, widths)))

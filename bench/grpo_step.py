@@ -10,6 +10,10 @@ CPU), generation includes the adapter sync, also shown on its own. Compare the t
 with `--set rollouts=transformers`. Ends with `grpo_step: cat_share=<(synthesis + reward) / step>`.
 
     python bench/grpo_step.py [--steps 4] [--policy qwen2.5-coder-0.5b] [--set rollouts=transformers]
+    python bench/grpo_step.py --config docs/cat_rl/controls/config.yaml --steps 4 [--set micro_batch=8]   # the controls' step
+
+The last line also says the median step (steps after the first), the LoRA rank, micro-batch and
+threads, and with LoRA what the run's portable state (catrl.run_state) weighs: `... median_step_s=... state_mb=...`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import platform
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 from transformers import TrainerCallback
 
@@ -44,12 +49,15 @@ def main() -> None:
     ap.add_argument("--policy", default="qwen2.5-coder-0.5b")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--set", action="append", default=[], help="extra config overrides key=value")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="a run config to time (e.g. docs/cat_rl/controls/config.yaml); default: the README's CPU run, 2 questions a step")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="grpo_step-") as tmp:
-        cfg = load_config(None, [f"policy={args.policy}", f"steps={args.steps}", f"save_steps={args.steps + 1}",
-                                 f"output_dir={tmp}", "g=8", "prompts_per_step=2", "micro_batch=4", "max_completion_tokens=320",
-                                 "anchor_max_tokens=640", *args.set])
+        fixed = [f"steps={args.steps}", f"save_steps={args.steps}", f"output_dir={tmp}", "keep_adapter_steps=0", "state_dir=null", "max_minutes=null"]
+        if args.config is None:
+            fixed = [f"policy={args.policy}", "g=8", "prompts_per_step=2", "micro_batch=4", "max_completion_tokens=320", "anchor_max_tokens=640", *fixed]
+        cfg = load_config(args.config, [*fixed, *args.set])
         run = build_run(cfg, progress=False)
         trainer, reward = run.trainer, run.reward
         clock = StepClock()
@@ -80,15 +88,21 @@ def main() -> None:
 
         trainer.reward_funcs[0] = Timed()
         trainer.train()
-        reward.reward.anchor.close()
+        if (anchor := getattr(reward.reward, "anchor", None)) is not None:
+            anchor.close()
         if run.rollouts:
             run.rollouts.engine.close()
+        state_mb = None
+        if cfg.lora_r > 0:  # what the run's portable state would weigh (catrl.run_state): the checkpoint of the last step
+            from catrl.run_state import save_state
+
+            state_mb = save_state(Path(tmp) / f"checkpoint-{args.steps}", Path(tmp), Path(tmp) / "state", cfg.to_dict())["bytes"] / 2**20
 
     rows = []
     for i, total in enumerate(clock.seconds):
         gen, st = gen_seconds[i], stage_seconds[i]
-        rest = total - gen - st["synthesis"] - st["verify"]
-        rows.append((i + 1, total, gen, st["synthesis"], st["verify"], rest, sync_seconds[i]))
+        syn, ver = st.get("synthesis", 0.0), st.get("verify", 0.0)  # an anchor-free reward has no synthesis
+        rows.append((i + 1, total, gen, syn, ver, total - gen - syn - ver, sync_seconds[i]))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; policy {cfg.policy} (transformers, LoRA r={cfg.lora_r}, {resolve_dtype(cfg.dtype)}), "
           f"rollouts on {resolve_rollouts(cfg)}, anchor {cfg.anchor or cfg.policy} (llama.cpp); G={cfg.g}, {cfg.prompts_per_step} questions/step, "
           f"max {cfg.max_completion_tokens} new tokens, anchor max {cfg.anchor_max_tokens}")
@@ -100,7 +114,10 @@ def main() -> None:
     share = {name: sum(r[k] for r in measured) / tot for k, name in ((2, "generate"), (3, "synthesis"), (4, "verify"), (5, "loss+opt"))}
     print(f"shares over steps {measured[0][0]}-{measured[-1][0]} (median step {statistics.median(r[1] for r in measured):.1f} s): "
           + ", ".join(f"{k} {v:.1%}" for k, v in share.items()))
-    print(f"grpo_step: cat_share={share['synthesis'] + share['verify']:.3f}")
+    median = statistics.median(r[1] for r in measured)
+    state = f" state_mb={state_mb:.1f}" if state_mb is not None else ""
+    print(f"grpo_step: cat_share={share['synthesis'] + share['verify']:.3f} median_step_s={median:.1f} lora_r={cfg.lora_r} "
+          f"micro_batch={cfg.micro_batch or cfg.g} threads={cfg.threads or 'auto'}{state}")
 
 
 if __name__ == "__main__":

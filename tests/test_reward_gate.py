@@ -67,3 +67,26 @@ def test_score_gate_scores_in_chunks_with_progress():
     seen = []
     score_gate(groups, [GROUP] * 5, "format", FormatReward(), chunk=2, progress=lambda d, t: seen.append((d, t)))
     assert seen == [(2, 5), (4, 5), (5, 5)] and all(g.rewards["format"] == [1.0, 1.0, 1.0, 0.0] for g in groups)
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_gate_on_real_rollouts_and_a_real_anchor(smol_engine):
+    """Two real groups from SmolLM2, scored by a real CaT anchor and the anchor-free rewards; the counts add up."""
+    from catrl.rewards import CaTReward
+    from catrl.types import ChatRequest, Sampling
+    from catrl.verify import extract_answer
+
+    qs = [("What is 3 + 4? End with \\boxed{answer}.", "7"), ("What is 10 - 6? End with \\boxed{answer}.", "4")]
+    comps = smol_engine.generate([ChatRequest.user(q) for q, _ in qs], Sampling(temperature=0.8, max_tokens=48, seed=1), n=4)
+    rollouts = [[c.text for c in g] for g in comps]
+    groups = [grade_group(f"q{i}", gold, [extract_answer(r) for r in rs]) for i, ((_, gold), rs) in enumerate(zip(qs, rollouts))]
+    rewards = {"cat": CaTReward(smol_engine, sampling=Sampling(temperature=0.0, max_tokens=64, seed=0)), "majority": MajorityReward(),
+               "random": RandomReward(), "format": FormatReward()}
+    for name, reward in rewards.items():
+        score_gate(groups, rollouts, name, reward, chunk=1)
+    for name in rewards:
+        acc = reward_accuracy(groups, name)
+        assert (acc.groups, acc.rollouts) == (2, 8) and acc.rewarded_right <= min(acc.rewarded, acc.right)
+        assert 0.0 <= acc.accuracy <= 1.0 and acc.signal_right <= acc.signal_groups
+    assert all(g.labels["random"] is None and g.label_right["cat"] in (True, False) for g in groups)

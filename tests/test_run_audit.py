@@ -48,6 +48,10 @@ def test_grading_and_stretches():
     assert (won.reference_beat_majority, won.reference_lost_to_majority) == (1, 1)
     assert (whole.rollouts, whole.rollouts_right, whole.rewarded, whole.rewarded_right) == (12, 4, 5, 3)
     assert whole.zero_variance_groups == 2 and whole.flags == {"no_reference_answer": 1}
+    # the reward's own accuracy: paid-and-right or unpaid-and-wrong, over the graded rollouts (1 + 4 + 4 of 12)
+    assert whole.reward_agrees == 9
+    # diversity: classes of equivalent answers per group (42 and 42.0 are one), over all four groups
+    assert [g.distinct_answers for g in graded] == [2, 2, 4, 1] and whole.distinct_answers_mean == pytest.approx(9 / 4)
     assert whole.reward_mean == pytest.approx(9 / 16)
     assert [p.label for p in parts] == ["steps 1-2", "steps 3-4", "whole run"]
     assert len(stretches(graded, parts=8)) == 1  # fewer steps than parts: the whole run only

@@ -33,6 +33,7 @@ class GradedGroup:
     majority_answer: str | None
     majority_right: bool | None
     rollouts_right: list[bool] | None
+    distinct_answers: int = 0  # classes of equivalent final answers among the rollouts: the group's diversity
 
 
 @dataclass
@@ -56,6 +57,8 @@ class Stretch:
     rollouts_right: int
     rewarded: int
     rewarded_right: int
+    reward_agrees: int = 0  # graded rollouts whose reward (paid or not) agrees with their correctness: the reward's accuracy
+    distinct_answers_mean: float = 0.0  # per group: falls as the policy's rollouts collapse onto one answer
 
 
 def read_audit(path: Path) -> list[dict[str, Any]]:
@@ -87,6 +90,7 @@ def grade_group(row: dict[str, Any], mode: str = "symbolic") -> GradedGroup:
         majority_answer=maj.answer if maj else None,
         majority_right=is_right(gold, maj.answer, mode) if graded and maj else None,
         rollouts_right=[is_right(gold, a, mode) for a in answers] if graded else None,
+        distinct_answers=maj.detail.get("classes", 0) if maj else 0,
     )
 
 
@@ -115,6 +119,8 @@ def stretch(groups: Sequence[GradedGroup], label: str = "whole run") -> Stretch:
         rollouts_right=sum(sum(g.rollouts_right) for g in graded),
         rewarded=sum(r > 0 for g in graded for r in g.rewards),
         rewarded_right=sum(r > 0 and ok for g in graded for r, ok in zip(g.rewards, g.rollouts_right)),
+        reward_agrees=sum((r > 0) == ok for g in graded for r, ok in zip(g.rewards, g.rollouts_right)),
+        distinct_answers_mean=sum(g.distinct_answers for g in groups) / len(groups) if groups else 0.0,
     )
 
 

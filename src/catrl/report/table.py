@@ -85,8 +85,9 @@ def analyses_table(summary: dict[str, Any]) -> Table:
 
 # -- a CaT-RL run's audit trail (catrl audit, bench/cat_rl.py, the audit page) --------------------
 AUDIT_HEADER = ["stretch", "groups", "reward", "zero-var groups", "ref right", "majority right", "ref won/lost", "rollouts right",
-                "rewarded right"]
-"""`ref won/lost`: groups where the reference was right and the majority wrong / the reverse."""
+                "rewarded right", "reward right", "answers/group"]
+"""`ref won/lost`: groups where the reference was right and the majority wrong / the reverse. `reward right`: rollouts
+whose reward agrees with their correctness (paid and right, or unpaid and wrong). `answers/group`: distinct final answers."""
 
 
 def _share(k: int, n: int) -> str:
@@ -101,7 +102,8 @@ def audit_rows(parts: list[Stretch]) -> list[list[str]]:
             s.label, str(s.groups), f"{s.reward_mean:.3f}", _share(s.zero_variance_groups, s.groups),
             _share(s.reference_right, s.graded), _share(s.majority_right, s.graded),
             f"{s.reference_beat_majority}/{s.reference_lost_to_majority}" if s.graded else "-",
-            _share(s.rollouts_right, s.rollouts), _share(s.rewarded_right, s.rewarded),
+            _share(s.rollouts_right, s.rollouts), _share(s.rewarded_right, s.rewarded), _share(s.reward_agrees, s.rollouts),
+            f"{s.distinct_answers_mean:.1f}",
         ])
     return rows
 
