@@ -40,7 +40,7 @@ def test_config_file_and_overrides(tmp_path):
     ("g: 4\n", ["nope=1"], r"--set nope=1: unknown field 'nope'"),
     ("g: 4\n", ["micro_batch=3"], r"'micro_batch' = 3 must divide"),
     ("anchor_timeout_s: 0\n", [], r"'anchor_timeout_s' = 0.0 must be > 0"),
-    ("task: freeform\nreward: majority\n", [], r"field 'reward' = 'majority' must be cat, or majority with task math"),
+    ("task: freeform\nreward: majority\n", [], r"field 'reward' = 'majority' must be cat or random, or majority or format with task math"),
     ("save_steps: 10\n", ["keep_adapter_steps=25"], r"'keep_adapter_steps' = 25 must be 0, or a multiple of save_steps"),
     ("lora_r: 0\nsave_steps: 5\n", ["keep_adapter_steps=5"], r"'keep_adapter_steps' = 5 must be 0, or a multiple of save_steps with LoRA"),
 ])

@@ -41,8 +41,9 @@ same frozen anchor is served. Any other difference would make the resumed run a 
 
 
 def config_differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """The fields (outside RUNTIME_FIELDS) whose values differ, as `field: before -> now`."""
-    keys = sorted((set(before) | set(now)) - RUNTIME_FIELDS)
+    """The fields (outside RUNTIME_FIELDS) whose values differ, as `field: before -> now`. A field only one
+    side has is a field one catrl version did not know yet: not a difference."""
+    keys = sorted((set(before) & set(now)) - RUNTIME_FIELDS)
     return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in keys if before.get(k) != now.get(k)]
 
 

@@ -455,12 +455,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
             run.trainer.state.global_step = run.resumed_step
         else:
             run.trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint else None)
+        curves = plot_curves(run.output_dir / "metrics.jsonl", run.output_dir / "curves.png", title=f"{RUN_TITLES[cfg.reward]}: {cfg.policy} on {cfg.dataset}")
         if run.budget is not None and run.budget.stopped_at is not None:
-            return TrainResult(run.output_dir, run.trainer.state.global_step, run.resumed_step, None, None, None, stopped=True,
+            return TrainResult(run.output_dir, run.trainer.state.global_step, run.resumed_step, None, None, curves, stopped=True,
                                state_dir=Path(cfg.state_dir) if cfg.state_dir else None)
         adapter_dir, merged_dir = export(run.trainer, run.tokenizer, run.output_dir)
-        curves = plot_curves(run.output_dir / "metrics.jsonl", run.output_dir / "curves.png",
-                             title=f"{'CaT-RL' if cfg.reward == 'cat' else 'majority-vote RL (TTRL)'}: {cfg.policy} on {cfg.dataset}")
     finally:
         if (anchor := getattr(run.reward.reward, "anchor", None)) is not None:  # the majority baseline has none
             anchor.close()
@@ -468,6 +467,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
             run.rollouts.engine.close()
     return TrainResult(run.output_dir, run.trainer.state.global_step, run.resumed_step, adapter_dir, merged_dir, curves,
                        state_dir=Path(cfg.state_dir) if cfg.state_dir else None)
+
+
+RUN_TITLES = {"cat": "CaT-RL", "majority": "majority-vote RL (TTRL)", "random": "random-reward RL (control)", "format": "format-reward RL (control)"}
 
 
 def load_checkpoint_weights(model, ckpt: Path) -> None:
