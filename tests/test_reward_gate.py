@@ -69,24 +69,36 @@ def test_score_gate_scores_in_chunks_with_progress():
     assert seen == [(2, 5), (4, 5), (5, 5)] and all(g.rewards["format"] == [1.0, 1.0, 1.0, 0.0] for g in groups)
 
 
-@pytest.mark.real_model
-@pytest.mark.slow
-def test_gate_on_real_rollouts_and_a_real_anchor(smol_engine):
-    """Two real groups from SmolLM2, scored by a real CaT anchor and the anchor-free rewards; the counts add up."""
-    from catrl.rewards import CaTReward
-    from catrl.types import ChatRequest, Sampling
-    from catrl.verify import extract_answer
+def test_gate_reward_specs_are_checked_before_any_model_loads():
+    from catrl.reward_gate import parse_gate_rewards
 
-    qs = [("What is 3 + 4? End with \\boxed{answer}.", "7"), ("What is 10 - 6? End with \\boxed{answer}.", "4")]
-    comps = smol_engine.generate([ChatRequest.user(q) for q, _ in qs], Sampling(temperature=0.8, max_tokens=48, seed=1), n=4)
-    rollouts = [[c.text for c in g] for g in comps]
-    groups = [grade_group(f"q{i}", gold, [extract_answer(r) for r in rs]) for i, ((_, gold), rs) in enumerate(zip(qs, rollouts))]
-    rewards = {"cat": CaTReward(smol_engine, sampling=Sampling(temperature=0.0, max_tokens=64, seed=0)), "majority": MajorityReward(),
-               "random": RandomReward(), "format": FormatReward()}
-    for name, reward in rewards.items():
-        score_gate(groups, rollouts, name, reward, chunk=1)
-    for name in rewards:
-        acc = reward_accuracy(groups, name)
-        assert (acc.groups, acc.rollouts) == (2, 8) and acc.rewarded_right <= min(acc.rewarded, acc.right)
-        assert 0.0 <= acc.accuracy <= 1.0 and acc.signal_right <= acc.signal_groups
-    assert all(g.labels["random"] is None and g.label_right["cat"] in (True, False) for g in groups)
+    assert parse_gate_rewards("cat, cat@qwen2.5-coder-1.5b/cluster,majority") == ["cat", "cat@qwen2.5-coder-1.5b/cluster", "majority"]
+    with pytest.raises(InputError, match="unknown vote, majority@x"):
+        parse_gate_rewards("cat,vote,majority@x")
+    with pytest.raises(InputError, match="rewards: cat@m/nonsense"):
+        parse_gate_rewards("cat@m/nonsense")
+
+
+@pytest.mark.real_model
+def test_catrl_gate_on_a_real_policy_and_anchor(tmp_path, smol_path):
+    """`catrl gate` end to end on SmolLM2: real rollouts from the initial policy, a real CaT anchor, the anchor-free rewards."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from catrl.cli import app
+
+    args = ["gate", "-s", "policy=smollm2-135m", "-s", "g=4", "-s", "max_completion_tokens=32", "-s", "anchor_max_tokens=48",
+            "-s", "threads=2", "--groups", "2", "--rewards", "cat,majority,random,format", "-o", str(tmp_path / "gate")]
+    res = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "gate" / "summary.json").read_text())
+    rows = {r["name"]: r for r in summary["rewards"]}
+    assert list(rows) == ["cat", "majority", "random", "format"] and all(r["rollouts"] == 8 and r["groups"] == 2 for r in rows.values())
+    assert all(r["rewarded_right"] <= min(r["rewarded"], r["right"]) and r["signal_right"] <= r["signal_groups"] for r in rows.values())
+    assert rows["random"]["label_accuracy"] is None and rows["cat"]["label_accuracy"] is not None  # a control has no label
+    groups = [json.loads(x) for x in (tmp_path / "gate" / "groups.jsonl").read_text().splitlines()]
+    assert len(groups) == 2 and all(set(g["rewards"]) == set(rows) and len(g["correct"]) == 4 for g in groups)
+    assert (tmp_path / "gate" / "gate.png").stat().st_size > 0 and "precision" in res.output
+    bad = CliRunner().invoke(app, ["gate", "-s", "policy=smollm2-135m", "--rewards", "cat,vote"])
+    assert bad.exit_code != 0 and "unknown vote" in bad.output

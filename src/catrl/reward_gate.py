@@ -115,3 +115,84 @@ def score_gate(groups: Sequence[GateGroup], rollouts: Sequence[Sequence[str]], n
             add_reward(groups[i], name, rec, match)
         if progress:
             progress(part[-1] + 1, len(groups))
+
+
+# -- the model-facing edge: sample from the initial policy, build the rewards to compare ----------------
+GATE_REWARDS = ("cat", "majority", "random", "format")
+DEFAULT_GATE = "cat,cat@qwen2.5-coder-1.5b,majority,random,format"
+
+
+def parse_gate_rewards(spec: str, g: int = 8, match: str = "symbolic") -> list[str]:
+    """`cat`, `cat@MODEL`, `cat@MODEL/ESTIMATOR`, `majority`, `random`, `format`, comma-separated; checked (estimators
+    too, for groups of `g`) before any model loads."""
+    from catrl.errors import InputError
+    from catrl.estimators import check_estimator
+
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    bad = [n for n in names if n.partition("@")[0] not in GATE_REWARDS or ("@" in n and n.partition("@")[0] != "cat")]
+    if bad or not names:
+        raise InputError(f"rewards: unknown {', '.join(bad) or 'empty list'}; use cat, cat@MODEL, cat@MODEL/ESTIMATOR, majority, random, format")
+    for n in names:
+        if est := n.partition("@")[2].partition("/")[2]:
+            try:
+                check_estimator(est, g, "reasoning", match)
+            except InputError as e:
+                raise InputError(f"rewards: {n}: {e}") from None
+    return names
+
+
+def gate_examples(cfg: Any, groups: int) -> list[Any]:
+    """The first `groups` training questions of a train config (its dataset, offset and limit)."""
+    from catrl.datasets import load_examples
+
+    return load_examples(cfg.dataset, limit=cfg.offset + (cfg.limit or groups))[cfg.offset:][:groups]
+
+
+def sample_groups(policy: Any, examples: Sequence[Any], cfg: Any, progress: Progress | None = None, batch: int = 2) -> list[list[str]]:
+    """G rollouts per question from the initial policy, with the config's prompt and sampling (as GRPO samples them)."""
+    from catrl.rollouts import build_request
+    from catrl.types import Sampling
+
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_tokens=cfg.max_completion_tokens, seed=cfg.seed)
+    requests = [build_request(e, cfg.prompt) for e in examples]
+    out: list[list[str]] = []
+    for start in range(0, len(requests), batch):
+        out += [[c.text for c in comps] for comps in policy.generate(requests[start:start + batch], sampling, n=cfg.g)]
+        if progress:
+            progress(len(out), len(requests))
+    return out
+
+
+def gate_reward(name: str, cfg: Any, open_anchor: Callable[[str], Any]) -> tuple[Any, Any]:
+    """A reward from its spec and the engine to close after it (None for the anchor-free ones).
+    `open_anchor(model)` opens a frozen anchor engine."""
+    from catrl.control_rewards import FormatReward, RandomReward
+    from catrl.rewards import CaTReward, MajorityReward
+    from catrl.types import Sampling
+
+    if name == "majority":
+        return MajorityReward(match=cfg.match), None
+    if name == "random":
+        return RandomReward(p=0.5, seed=cfg.seed), None
+    if name == "format":
+        return FormatReward(), None
+    model, _, estimator = name.partition("@")[2].partition("/")
+    engine = open_anchor(model or cfg.anchor or cfg.policy)
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_tokens=cfg.anchor_max_tokens, seed=cfg.seed)
+    return CaTReward(engine, match=cfg.match, sampling=sampling, estimator=estimator or cfg.estimator), engine
+
+
+def write_gate(out_dir: Any, groups: Sequence[GateGroup], rows: Sequence[RewardAccuracy], meta: dict[str, Any], title: str) -> None:
+    """groups.jsonl (every group graded, with each reward's verdicts), summary.json (the rows and `meta`) and gate.png."""
+    import json
+    from pathlib import Path
+
+    from catrl.report.plots import plot_gate
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "groups.jsonl", "w", encoding="utf-8") as f:
+        for g in groups:
+            f.write(json.dumps(g.__dict__, ensure_ascii=False) + "\n")
+    (out / "summary.json").write_text(json.dumps({**meta, "rewards": [r.as_row() for r in rows]}, indent=2) + "\n", encoding="utf-8")
+    plot_gate(list(rows), out / "gate.png", title)

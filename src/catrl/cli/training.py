@@ -44,6 +44,75 @@ def train(
 
 
 @app.command(epilog=guide("training.md"))
+def gate(
+    config: Annotated[Path | None, typer.Argument(help="The YAML run config to check (its policy, anchor, data, G and sampling).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config field: KEY=VALUE (repeatable).")] = None,
+    groups: Annotated[int, typer.Option("--groups", "-n", help="Questions sampled: the first N training questions.")] = 32,
+    rewards: Annotated[str, typer.Option("--rewards", help="Comma-separated: cat (the config's anchor), cat@MODEL, cat@MODEL/ESTIMATOR, "
+                                         "majority, random, format.")] = "cat,majority,random,format",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for summary.json, groups.jsonl and gate.png.")] = Path("runs/gate"),
+) -> None:
+    """Before training: how often each label-free reward pays the right rollouts. Samples groups from the initial policy on the
+    training questions, scores them with each reward, and grades every rollout against gold afterwards (precision, recall,
+    accuracy, label accuracy). Nothing trains; every call is cached, so a stopped run resumes."""
+    from catrl.datasets import gold_answer
+    from catrl.engines.factory import EngineOptions, group_context, open_engine
+    from catrl.errors import InputError
+    from catrl.report.table import gate_table
+    from catrl.reward_gate import gate_examples, gate_reward, grade_group, parse_gate_rewards, reward_accuracy, sample_groups, score_gate, write_gate
+    from catrl.train import policy_gguf
+    from catrl.train_config import load_config
+    from catrl.verify import extract_answer
+
+    try:
+        cfg = load_config(config, set_)
+        names = parse_gate_rewards(rewards, cfg.g, cfg.match)
+        if cfg.task != "math":
+            raise InputError("catrl gate grades final answers against gold: it needs task: math")
+        if groups < 1:
+            raise InputError(f"--groups must be >= 1, got {groups}")
+        gguf = policy_gguf(cfg.policy)
+        if gguf is None:
+            raise InputError(f"catrl gate samples the initial policy on llama.cpp: policy {cfg.policy!r} must be an embedded name or a .gguf")
+        examples = gate_examples(cfg, groups)
+        golds = [gold_answer(cfg.dataset, e.gold) if e.gold is not None else None for e in examples]
+        if not any(g is not None for g in golds):
+            raise InputError(f"dataset {cfg.dataset!r} has no gold answers to grade the rewards against")
+        with progress() as prog:
+            policy = open_engine(EngineOptions(model=str(gguf), max_seqs=2 * cfg.g, n_ctx_seq=cfg.max_prompt_tokens + cfg.max_completion_tokens + 16,
+                                               threads=cfg.threads))
+            bar = prog.add_task(f"sampling {len(examples)} groups of {cfg.g}", total=len(examples))
+            try:
+                rollouts = sample_groups(policy, examples, cfg, progress=lambda done, total: prog.update(bar, completed=done))
+            finally:
+                policy.close()
+            graded = [grade_group(e.id, gold, [extract_answer(r) for r in rs], cfg.match) for e, gold, rs in zip(examples, golds, rollouts, strict=True)]
+            n_ctx = group_context(cfg.g, cfg.max_completion_tokens, cfg.anchor_max_tokens)
+
+            def open_anchor(model: str):
+                return open_engine(EngineOptions(model=model, base_url=cfg.anchor_base_url, max_seqs=4, n_ctx_seq=n_ctx, threads=cfg.threads,
+                                                 flash_attn=cfg.anchor_flash_attn))
+
+            for name in names:
+                reward, engine = gate_reward(name, cfg, open_anchor)
+                bar = prog.add_task(f"reward {name}", total=len(graded))
+                try:
+                    score_gate(graded, rollouts, name, reward, cfg.match, progress=lambda done, total, b=bar: prog.update(b, completed=done))
+                finally:
+                    if engine is not None:
+                        engine.close()
+    except CatrlError as e:
+        fail(e)
+        return
+    rows = [reward_accuracy(graded, n) for n in names]
+    title = f"reward accuracy on {len(graded)} groups of {cfg.g} from {cfg.policy} (graded against gold afterwards; gold never reached a reward)"
+    out.print(gate_table(rows, title))
+    write_gate(output, graded, rows, {"config": str(config) if config else None, "overrides": set_ or [], "policy": cfg.policy,
+                                      "groups": len(graded), "g": cfg.g}, f"reward accuracy before training: {cfg.policy}, {len(graded)} groups")
+    out.print(f"report: {output}/summary.json, groups.jsonl, gate.png")
+
+
+@app.command(epilog=guide("training.md"))
 def audit(
     run: Annotated[Path, typer.Argument(help="A CaT-RL run directory, or its audit.jsonl.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML page (default: audit.html next to audit.jsonl).")] = None,

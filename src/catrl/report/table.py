@@ -122,3 +122,21 @@ def audit_table(parts: list[Stretch], title: str) -> Table:
     for r in audit_rows(parts):
         t.add_row(*r)
     return t
+
+
+GATE_HEADER = ["reward", "precision", "recall", "accuracy", "label acc", "rewarded", "right", "signal groups", "signal right"]
+"""The reward-accuracy gate (catrl.reward_gate): `signal right` is, of the groups whose rewards vary, those whose rewarded
+rollouts are right more often than the others (GRPO's advantage points the right way)."""
+
+
+def gate_rows(rows: list[Any]) -> list[list[str]]:
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    return [[r.name, fmt(r.precision), fmt(r.recall), fmt(r.accuracy), fmt(r.label_accuracy), f"{r.rewarded}/{r.rollouts}",
+             f"{r.right}/{r.rollouts}", f"{r.signal_groups}/{r.groups}", f"{r.signal_right}/{r.signal_groups}"] for r in rows]
+
+
+def gate_table(rows: list[Any], title: str) -> Table:
+    t = Table(*GATE_HEADER, title=title)
+    for r in gate_rows(rows):
+        t.add_row(*r)
+    return t
