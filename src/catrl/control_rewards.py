@@ -36,8 +36,25 @@ def bernoulli(seed: int, rollouts: Sequence[str], index: int, p: float) -> bool:
     return int.from_bytes(h.digest(), "little") / 2**64 < p
 
 
+class _Control:
+    """The shared interface: a group in, a RewardRecord out (`_record`), no model call, no label."""
+
+    last_seconds: dict[str, float]
+
+    def __call__(self, question: str | None, rollouts: Sequence[str]) -> RewardRecord:
+        return self.score_groups([question], [rollouts])[0]
+
+    def score_groups(self, questions: Sequence[str | None], groups: Sequence[Sequence[str]]) -> list[RewardRecord]:
+        require_rollouts(groups)
+        self.last_seconds = {}
+        return [self._record(g) for g in groups]
+
+    def _record(self, rollouts: Sequence[str]) -> RewardRecord:
+        raise NotImplementedError
+
+
 @dataclass
-class RandomReward:
+class RandomReward(_Control):
     """Bernoulli(p) per rollout, independent of its text's correctness (the Spurious Rewards control)."""
 
     p: float = 0.5
@@ -49,41 +66,23 @@ class RandomReward:
         if not 0.0 <= self.p <= 1.0:
             raise InputError(f"random reward: p must be in [0, 1], got {self.p}")
 
-    def __call__(self, question: str | None, rollouts: Sequence[str]) -> RewardRecord:
-        return self.score_groups([question], [rollouts])[0]
-
-    def score_groups(self, questions: Sequence[str | None], groups: Sequence[Sequence[str]]) -> list[RewardRecord]:
-        require_rollouts(groups)
-        out = []
-        for g in groups:
-            coins = [bernoulli(self.seed, g, i, self.p) for i in range(len(g))]
-            ref = Reference(f"random reward: Bernoulli({self.p}), seed {self.seed}", None, prompt=[], finish_reason="random")
-            out.append(RewardRecord(rewards=[float(c) for c in coins], reference=ref, answers=[extract_answer(r) for r in g],
-                                    matches=coins, rollout_flags=[[] for _ in g], flags=["control:random"]))
-        self.last_seconds = {}
-        return out
+    def _record(self, rollouts: Sequence[str]) -> RewardRecord:
+        coins = [bernoulli(self.seed, rollouts, i, self.p) for i in range(len(rollouts))]
+        ref = Reference(f"random reward: Bernoulli({self.p}), seed {self.seed}", None, prompt=[], finish_reason="random")
+        return RewardRecord(rewards=[float(c) for c in coins], reference=ref, answers=[extract_answer(r) for r in rollouts],
+                            matches=coins, rollout_flags=[[] for _ in rollouts], flags=["control:random"])
 
 
 @dataclass
-class FormatReward:
+class FormatReward(_Control):
     """1 for a rollout that states a final answer, whatever it is (the format-only control)."""
 
     name: ClassVar[str] = "format"
-
     last_seconds: dict[str, float] = field(default_factory=dict, repr=False)
 
-    def __call__(self, question: str | None, rollouts: Sequence[str]) -> RewardRecord:
-        return self.score_groups([question], [rollouts])[0]
-
-    def score_groups(self, questions: Sequence[str | None], groups: Sequence[Sequence[str]]) -> list[RewardRecord]:
-        require_rollouts(groups)
-        out = []
-        for g in groups:
-            answers = [extract_answer(r) for r in g]
-            ref = Reference("format reward: 1 for a stated final answer", None, prompt=[], finish_reason="format")
-            out.append(RewardRecord(rewards=[float(a is not None) for a in answers], reference=ref, answers=answers,
-                                    matches=[a is not None for a in answers],
-                                    rollout_flags=[[] if a is not None else ["no_answer"] for a in answers], flags=["control:format"]))
-        self.last_seconds = {}
-        return out
-
+    def _record(self, rollouts: Sequence[str]) -> RewardRecord:
+        answers = [extract_answer(r) for r in rollouts]
+        ref = Reference("format reward: 1 for a stated final answer", None, prompt=[], finish_reason="format")
+        return RewardRecord(rewards=[float(a is not None) for a in answers], reference=ref, answers=answers,
+                            matches=[a is not None for a in answers],
+                            rollout_flags=[[] if a is not None else ["no_answer"] for a in answers], flags=["control:format"])

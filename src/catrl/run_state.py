@@ -61,6 +61,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def copy_files(ckpt_src: Path, trail_src: Path, ckpt_dst: Path, trail_dst: Path) -> None:
+    """The checkpoint's files into a fresh `ckpt_dst`, and the plain trail files that exist into `trail_dst`."""
+    shutil.rmtree(ckpt_dst, ignore_errors=True)
+    ckpt_dst.mkdir(parents=True)
+    for f in CHECKPOINT_FILES:
+        shutil.copyfile(ckpt_src / f, ckpt_dst / f)
+    for f in TRAIL_FILES:
+        if (trail_src / f).is_file():
+            shutil.copyfile(trail_src / f, trail_dst / f)
+
+
 def save_state(ckpt: Path, run_dir: Path, state_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     """Copy checkpoint `ckpt`'s resumable files and the run's trail into `state_dir`; returns the manifest."""
     missing = [f for f in CHECKPOINT_FILES if not (ckpt / f).is_file()]
@@ -68,13 +79,7 @@ def save_state(ckpt: Path, run_dir: Path, state_dir: Path, config: dict[str, Any
         raise InputError(f"{ckpt}: no {', '.join(missing)}: a portable state needs a LoRA checkpoint (lora_r > 0)")
     state_dir = Path(state_dir)
     tmp, old = state_dir.with_name(state_dir.name + ".tmp"), state_dir.with_name(state_dir.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for f in CHECKPOINT_FILES:
-        shutil.copyfile(ckpt / f, tmp / f)
-    for f in TRAIL_FILES:
-        if (run_dir / f).is_file():
-            shutil.copyfile(run_dir / f, tmp / f)
+    copy_files(ckpt, run_dir, tmp, tmp)
     if (run_dir / "audit.jsonl").is_file():
         with open(run_dir / "audit.jsonl", "rb") as src, open(tmp / "audit.jsonl.gz", "wb") as raw, \
                 gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as dst:
@@ -139,13 +144,7 @@ def restore_state(state_dir: Path, run_dir: Path, config: dict[str, Any]) -> Pat
     verify_state(d, manifest)
     ckpt = Path(run_dir) / f"checkpoint-{manifest['step']}"
     tmp = ckpt.with_name(ckpt.name + ".restoring")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for f in CHECKPOINT_FILES:
-        shutil.copyfile(d / f, tmp / f)
-    for f in TRAIL_FILES:
-        if (d / f).is_file():
-            shutil.copyfile(d / f, Path(run_dir) / f)
+    copy_files(d, d, tmp, Path(run_dir))
     if (d / "audit.jsonl.gz").is_file():
         with gzip.open(d / "audit.jsonl.gz", "rb") as src, open(Path(run_dir) / "audit.jsonl", "wb") as dst:
             shutil.copyfileobj(src, dst)
