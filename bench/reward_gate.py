@@ -85,7 +85,12 @@ def main() -> None:
         t0 = time.perf_counter()
         with Progress(console=console) as prog:
             bar = prog.add_task(f"reward {name}", total=len(groups))
-            score_gate(groups, rollouts, name, reward, cfg.match, progress=lambda done, total: prog.update(bar, completed=done))
+            def tick(done: int, total: int) -> None:
+                prog.update(bar, completed=done)
+                if engine is not None and done % 16 == 0:  # a stopped session keeps what it paid for: the calls travel in git
+                    save_calls(cache, calls)
+
+            score_gate(groups, rollouts, name, reward, cfg.match, progress=tick)
         seconds[name] = time.perf_counter() - t0
         if engine is not None:
             engine.close()
