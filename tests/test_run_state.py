@@ -118,7 +118,7 @@ class Clock:
 
 def test_budget_stops_before_the_step_that_would_not_fit():
     pytest.importorskip("transformers")
-    from catrl.train import budget_callback
+    from catrl.time_budget import budget_callback
 
     clock = Clock()
     cb = budget_callback(max_seconds=100.0, started=0.0, clock=clock)
@@ -136,7 +136,7 @@ def test_budget_stops_before_the_step_that_would_not_fit():
 
 def test_budget_does_not_claim_a_stop_on_the_last_step():
     pytest.importorskip("transformers")
-    from catrl.train import budget_callback
+    from catrl.time_budget import budget_callback
 
     clock = Clock()
     cb = budget_callback(max_seconds=1.0, started=0.0, clock=clock)
@@ -149,7 +149,7 @@ def test_budget_does_not_claim_a_stop_on_the_last_step():
 
 def test_a_budget_shorter_than_one_measured_step_is_refused_before_training(tmp_path):
     pytest.importorskip("transformers")
-    from catrl.train import check_budget, median_step_seconds
+    from catrl.time_budget import check_budget, median_step_seconds
 
     fake_checkpoint(tmp_path, 3)  # step times 11, 12, 13 s
     assert median_step_seconds(tmp_path / "metrics.jsonl") == 12.0
