@@ -38,7 +38,8 @@ def free_port() -> int:
 
 
 class LlamaServer:
-    """llama-cpp-python's OpenAI-compatible server on 127.0.0.1, as a real subprocess."""
+    """llama-cpp-python's OpenAI-compatible server on 127.0.0.1, as a real subprocess (tests/llama_server.py:
+    the stock server with llama.cpp's repacked weight buffers off, which crash on AMX CPUs)."""
 
     def __init__(self, model: Path, port: int):
         self.model, self.port, self.proc = model, port, None
@@ -49,7 +50,7 @@ class LlamaServer:
 
     def start(self, timeout: float = 120) -> None:
         cmd = [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--host", "127.0.0.1",
+            sys.executable, str(Path(__file__).with_name("llama_server.py")), "--model", str(self.model), "--host", "127.0.0.1",
             "--port", str(self.port), "--n_ctx", "2048", "--model_alias", "smol", "--logits_all", "true",
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
