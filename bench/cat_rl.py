@@ -194,14 +194,21 @@ def print_report(summary: dict, cfg, args, res, on_llamacpp: bool, questions: tu
         print("greedy accuracy over training (step: train, held-out):  " + "   ".join(
             f"{st}: {a['mean']:.3f}, {b['mean']:.3f}" for (st, a), (_, b) in zip(over_acc["train"], over_acc["held-out"], strict=True)))
     print("reward audit (training groups graded against gold afterwards; gold never reached a reward):")
-    widths = [14, 7, 7, 16, 12, 15, 13, 15, 15, 15, 14]
-    print("".join(f"{h:>{w}}" for h, w in zip(AUDIT_HEADER, widths)))
-    for r in audit_rows([Stretch(**p) for p in summary["reward_audit"]]):
-        print("".join(f"{c:>{w}}" for c, w in zip(r, widths)))
+    print_audit([Stretch(**p) for p in summary["reward_audit"]])
     if line := positions_line(summary["lone_positions"]):
         print(line)
     print(f"cat_rl: before={summary['train']['before']['mean']:.3f} after={summary['train']['after']['mean']:.3f} "
           f"heldout_before={summary['heldout']['before']['mean']:.3f} heldout_after={summary['heldout']['after']['mean']:.3f}")
+
+
+AUDIT_WIDTHS = [14, 7, 7, 16, 12, 15, 13, 15, 15, 15, 14]
+
+
+def print_audit(parts: list[Stretch]) -> None:
+    """The audit table (catrl.report.table's columns) as fixed-width text, for a bench's committed output."""
+    print("".join(f"{h:>{w}}" for h, w in zip(AUDIT_HEADER, AUDIT_WIDTHS)))
+    for r in audit_rows(parts):
+        print("".join(f"{c:>{w}}" for c, w in zip(r, AUDIT_WIDTHS)))
 
 
 def print_so_far(engine_for, cfg, before, train_ex, held_ex, on_llamacpp: bool, curve_steps: set[int] | None) -> None:

@@ -33,15 +33,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cat_rl import correct, greedy_graded  # noqa: E402  (the same greedy evaluation as bench/cat_rl.py)
+from cat_rl import correct, engine_factory, greedy_graded, print_audit  # noqa: E402  (the same greedy evaluation as bench/cat_rl.py)
 
 from catrl.cache import CallCache, export_calls, import_calls  # noqa: E402
 from catrl.datasets import load_examples  # noqa: E402
-from catrl.engines.base import CachedEngine  # noqa: E402
-from catrl.engines.llamacpp import LlamaCppEngine  # noqa: E402
-from catrl.lora_gguf import adapter_gguf_for  # noqa: E402
 from catrl.metrics import accuracy, paired_diff  # noqa: E402
-from catrl.report.table import AUDIT_HEADER, audit_rows  # noqa: E402
 from catrl.run_audit import grade_group, read_audit, stretches  # noqa: E402
 from catrl.run_state import read_manifest, verify_state  # noqa: E402
 from catrl.train import policy_gguf, train  # noqa: E402
@@ -66,15 +62,9 @@ def questions(cfg, heldout: int = 200):
     return {"train": data[cfg.offset:cfg.offset + cfg.limit], "heldout": data[cfg.offset + cfg.limit:]}
 
 
-def greedy_engine(cfg, adapter: Path | None, cache: CallCache):
-    gguf = policy_gguf(cfg.policy)
-    lora = adapter_gguf_for(adapter, gguf) if adapter is not None else None
-    return CachedEngine(LlamaCppEngine(str(gguf), max_seqs=32, n_ctx_seq=1024, n_threads=cfg.threads, lora_path=lora), cache)
-
-
 def evaluate(cfg, adapter: Path | None, sets: list[str], cache: CallCache, label: str) -> dict[str, list[bool]]:
     qs = questions(cfg)
-    engine = greedy_engine(cfg, adapter, cache)
+    engine = engine_factory(cfg, True, policy_gguf(cfg.policy), None, cache)(None, adapter)  # bench/cat_rl's greedy llama.cpp engine
     try:
         return {s: correct(greedy_graded(engine, qs[s], f"{label}, {s}")) for s in sets}
     finally:
@@ -171,10 +161,7 @@ def report() -> None:
             print("  over training (step: " + ", ".join(row["over_training"][min(row["over_training"])].keys()) + "): " + "   ".join(
                 f"{st}: " + ", ".join(f"{v['mean']:.3f}" for v in accs.values()) for st, accs in row["over_training"].items()))
         if parts:
-            widths = [14, 7, 7, 16, 12, 15, 13, 15, 15, 15, 14]
-            print("".join(f"{h:>{w}}" for h, w in zip(AUDIT_HEADER, widths)))
-            for r in audit_rows(parts):
-                print("".join(f"{c:>{w}}" for c, w in zip(r, widths)))
+            print_audit(parts)
     (ROOT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     arms = summary["arms"]
 

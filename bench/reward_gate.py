@@ -33,15 +33,13 @@ from rich.progress import Progress
 from rich.table import Table
 
 from catrl.cache import CallCache, export_calls, import_calls
-from catrl.datasets import gold_answer
 from catrl.engines.base import CachedEngine
 from catrl.engines.factory import group_context
 from catrl.engines.llamacpp import LlamaCppEngine
 from catrl.hf_policy import policy_gguf
 from catrl.report.table import GATE_HEADER, gate_rows
-from catrl.reward_gate import DEFAULT_GATE, GateGroup, gate_examples, gate_reward, grade_group, parse_gate_rewards, reward_accuracy, sample_groups, score_gate, write_gate
+from catrl.reward_gate import DEFAULT_GATE, GateGroup, parse_gate_rewards, reward_accuracy, run_gate, write_gate
 from catrl.train_config import load_config
-from catrl.verify import extract_answer
 
 console = Console(width=170)
 
@@ -64,37 +62,25 @@ def main() -> None:
     t_start = time.time()
 
     names = parse_gate_rewards(args.rewards, cfg.g, cfg.match)
-    examples = gate_examples(cfg, args.groups)
-    policy = CachedEngine(LlamaCppEngine(str(policy_gguf(cfg.policy)), max_seqs=2 * cfg.g, n_ctx_seq=cfg.max_prompt_tokens + cfg.max_completion_tokens + 16), cache)
-    seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
-    with Progress(console=console) as prog:
-        bar = prog.add_task(f"sampling {len(examples)} groups of {cfg.g} from {cfg.policy}", total=len(examples))
-        rollouts = sample_groups(policy, examples, cfg, progress=lambda done, total: prog.update(bar, completed=done))
-    seconds["rollouts"] = time.perf_counter() - t0
-    policy.close()
-    save_calls(cache, calls)
-    groups = [grade_group(e.id, gold_answer(cfg.dataset, e.gold), [extract_answer(r) for r in rs], cfg.match) for e, rs in zip(examples, rollouts, strict=True)]
 
-    def open_anchor(model: str):
+    def open_engine(role: str, model: str):
+        if role == "policy":
+            return CachedEngine(LlamaCppEngine(str(policy_gguf(model)), max_seqs=2 * cfg.g,
+                                               n_ctx_seq=cfg.max_prompt_tokens + cfg.max_completion_tokens + 16), cache)
         n_ctx = group_context(cfg.g, cfg.max_completion_tokens, cfg.anchor_max_tokens)
         return CachedEngine(LlamaCppEngine(model, max_seqs=4, n_ctx_seq=n_ctx, flash_attn=cfg.anchor_flash_attn), cache)
 
-    for name in names:
-        reward, engine = gate_reward(name, cfg, open_anchor)
-        t0 = time.perf_counter()
-        with Progress(console=console) as prog:
-            bar = prog.add_task(f"reward {name}", total=len(groups))
-            def tick(done: int, total: int) -> None:
-                prog.update(bar, completed=done)
-                if engine is not None and done % 16 == 0:  # a stopped session keeps what it paid for: the calls travel in git
-                    save_calls(cache, calls)
+    with Progress(console=console) as prog:
+        bars: dict[str, int] = {}
 
-            score_gate(groups, rollouts, name, reward, cfg.match, progress=tick)
-        seconds[name] = time.perf_counter() - t0
-        if engine is not None:
-            engine.close()
-            save_calls(cache, calls)
+        def tick(stage: str, done: int, total: int) -> None:
+            if stage not in bars:
+                bars[stage] = prog.add_task(f"sampling {total} groups of {cfg.g}" if stage == "rollouts" else f"reward {stage}", total=total)
+            prog.update(bars[stage], completed=done)
+            if stage.startswith("cat") and done % 16 == 0:  # a stopped session keeps what it paid for: the calls travel in git
+                save_calls(cache, calls)
+
+        groups, seconds = run_gate(cfg, names, args.groups, open_engine, tick, after=lambda stage: save_calls(cache, calls))
     report(args, cfg, names, groups, seconds, t_start)
 
 

@@ -196,3 +196,45 @@ def write_gate(out_dir: Any, groups: Sequence[GateGroup], rows: Sequence[RewardA
             f.write(json.dumps(g.__dict__, ensure_ascii=False) + "\n")
     (out / "summary.json").write_text(json.dumps({**meta, "rewards": [r.as_row() for r in rows]}, indent=2) + "\n", encoding="utf-8")
     plot_gate(list(rows), out / "gate.png", title)
+
+
+StageProgress = Callable[[str, int, int], None]  # (stage: "rollouts" or a reward name, done, total)
+
+
+def run_gate(cfg: Any, names: Sequence[str], groups: int, open_engine: Callable[[str, str], Any],
+             progress: StageProgress | None = None, after: Callable[[str], None] | None = None) -> tuple[list[GateGroup], dict[str, float]]:
+    """The whole gate: sample the first `groups` training questions from the initial policy, grade the rollouts
+    against gold, score them with every reward. `open_engine(role, model)` opens the "policy" (the config's GGUF)
+    or a frozen "anchor"; `after(stage)` runs after each stage that called a model (a caller exports its calls
+    there). Returns the graded groups and the seconds each stage took."""
+    import time
+
+    from catrl.datasets import gold_answer
+    from catrl.verify import extract_answer
+
+    tick = progress or (lambda stage, done, total: None)
+    examples = gate_examples(cfg, groups)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    policy = open_engine("policy", cfg.policy)
+    try:
+        rollouts = sample_groups(policy, examples, cfg, progress=lambda done, total: tick("rollouts", done, total))
+    finally:
+        policy.close()
+    seconds["rollouts"] = time.perf_counter() - t0
+    if after:
+        after("rollouts")
+    graded = [grade_group(e.id, gold_answer(cfg.dataset, e.gold) if e.gold is not None else None, [extract_answer(r) for r in rs], cfg.match)
+              for e, rs in zip(examples, rollouts, strict=True)]
+    for name in names:
+        t0 = time.perf_counter()
+        reward, engine = gate_reward(name, cfg, lambda model: open_engine("anchor", model))
+        try:
+            score_gate(graded, rollouts, name, reward, cfg.match, progress=lambda done, total, n=name: tick(n, done, total))
+        finally:
+            if engine is not None:
+                engine.close()
+        seconds[name] = time.perf_counter() - t0
+        if engine is not None and after:
+            after(name)
+    return graded, seconds

@@ -55,14 +55,12 @@ def gate(
     """Before training: how often each label-free reward pays the right rollouts. Samples groups from the initial policy on the
     training questions, scores them with each reward, and grades every rollout against gold afterwards (precision, recall,
     accuracy, label accuracy). Nothing trains; every call is cached, so a stopped run resumes."""
-    from catrl.datasets import gold_answer
     from catrl.engines.factory import EngineOptions, group_context, open_engine
     from catrl.errors import InputError
     from catrl.report.table import gate_table
-    from catrl.reward_gate import gate_examples, gate_reward, grade_group, parse_gate_rewards, reward_accuracy, sample_groups, score_gate, write_gate
+    from catrl.reward_gate import gate_examples, parse_gate_rewards, reward_accuracy, run_gate, write_gate
     from catrl.train import policy_gguf
     from catrl.train_config import load_config
-    from catrl.verify import extract_answer
 
     try:
         cfg = load_config(config, set_)
@@ -74,33 +72,26 @@ def gate(
         gguf = policy_gguf(cfg.policy)
         if gguf is None:
             raise InputError(f"catrl gate samples the initial policy on llama.cpp: policy {cfg.policy!r} must be an embedded name or a .gguf")
-        examples = gate_examples(cfg, groups)
-        golds = [gold_answer(cfg.dataset, e.gold) if e.gold is not None else None for e in examples]
-        if not any(g is not None for g in golds):
+        if not any(e.gold is not None for e in gate_examples(cfg, groups)):
             raise InputError(f"dataset {cfg.dataset!r} has no gold answers to grade the rewards against")
+        n_ctx = group_context(cfg.g, cfg.max_completion_tokens, cfg.anchor_max_tokens)
+
+        def open_gate_engine(role: str, model: str):
+            if role == "policy":
+                return open_engine(EngineOptions(model=str(gguf), max_seqs=2 * cfg.g, n_ctx_seq=cfg.max_prompt_tokens + cfg.max_completion_tokens + 16,
+                                                 threads=cfg.threads))
+            return open_engine(EngineOptions(model=model, base_url=cfg.anchor_base_url, max_seqs=4, n_ctx_seq=n_ctx, threads=cfg.threads,
+                                             flash_attn=cfg.anchor_flash_attn))
+
         with progress() as prog:
-            policy = open_engine(EngineOptions(model=str(gguf), max_seqs=2 * cfg.g, n_ctx_seq=cfg.max_prompt_tokens + cfg.max_completion_tokens + 16,
-                                               threads=cfg.threads))
-            bar = prog.add_task(f"sampling {len(examples)} groups of {cfg.g}", total=len(examples))
-            try:
-                rollouts = sample_groups(policy, examples, cfg, progress=lambda done, total: prog.update(bar, completed=done))
-            finally:
-                policy.close()
-            graded = [grade_group(e.id, gold, [extract_answer(r) for r in rs], cfg.match) for e, gold, rs in zip(examples, golds, rollouts, strict=True)]
-            n_ctx = group_context(cfg.g, cfg.max_completion_tokens, cfg.anchor_max_tokens)
+            bars: dict[str, int] = {}
 
-            def open_anchor(model: str):
-                return open_engine(EngineOptions(model=model, base_url=cfg.anchor_base_url, max_seqs=4, n_ctx_seq=n_ctx, threads=cfg.threads,
-                                                 flash_attn=cfg.anchor_flash_attn))
+            def tick(stage: str, done: int, total: int) -> None:
+                if stage not in bars:
+                    bars[stage] = prog.add_task(f"sampling {total} groups of {cfg.g}" if stage == "rollouts" else f"reward {stage}", total=total)
+                prog.update(bars[stage], completed=done)
 
-            for name in names:
-                reward, engine = gate_reward(name, cfg, open_anchor)
-                bar = prog.add_task(f"reward {name}", total=len(graded))
-                try:
-                    score_gate(graded, rollouts, name, reward, cfg.match, progress=lambda done, total, b=bar: prog.update(b, completed=done))
-                finally:
-                    if engine is not None:
-                        engine.close()
+            graded, _ = run_gate(cfg, names, groups, open_gate_engine, tick)
     except CatrlError as e:
         fail(e)
         return
