@@ -33,6 +33,7 @@ from catrl.errors import InputError
 from catrl.hf_policy import policy_gguf
 from catrl.precision import resolve_dtype
 from catrl.report.plots import plot_curves
+from catrl.run_state import check_same_config, restore_state, save_state, state_step
 from catrl.time_budget import budget_callback, check_budget
 from catrl.train_config import TrainConfig, dump_config
 from catrl.types import Sampling
@@ -254,8 +255,6 @@ def kept_adapters(out: Path) -> list[tuple[int, Path]]:
 def state_callback(out: Path, state_dir: Path, config: dict[str, Any]):
     from transformers import TrainerCallback
 
-    from catrl.run_state import save_state
-
     class PortableState(TrainerCallback):
         """After every checkpoint, the run's portable state (catrl.run_state) replaces the previous one."""
 
@@ -299,12 +298,8 @@ def resume_point(cfg: TrainConfig, requested: dict[str, Any], out: Path) -> Path
     """The checkpoint to resume from: the run directory's newest, or the portable state's when that
     is further on (a fresh clone, another machine). A state or checkpoint made with another config is
     an InputError naming the fields that differ."""
-    from catrl.run_state import restore_state, state_step
-
     ckpt = last_checkpoint(out)
     if ckpt is not None and (out / "config.yaml").is_file():
-        from catrl.run_state import check_same_config
-
         saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}
         check_same_config(saved, cfg.to_dict(), f"the run directory {out}")
     if cfg.state_dir:
