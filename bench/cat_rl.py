@@ -194,7 +194,8 @@ def print_report(summary: dict, cfg, args, res, on_llamacpp: bool, questions: tu
         print("greedy accuracy over training (step: train, held-out):  " + "   ".join(
             f"{st}: {a['mean']:.3f}, {b['mean']:.3f}" for (st, a), (_, b) in zip(over_acc["train"], over_acc["held-out"], strict=True)))
     print("reward audit (training groups graded against gold afterwards; gold never reached a reward):")
-    print_audit([Stretch(**p) for p in summary["reward_audit"]])
+    # summaries written before `referenced` existed graded a reference in every graded group
+    print_audit([Stretch(**{"referenced": p["graded"], **p}) for p in summary["reward_audit"]])
     if line := positions_line(summary["lone_positions"]):
         print(line)
     print(f"cat_rl: before={summary['train']['before']['mean']:.3f} after={summary['train']['after']['mean']:.3f} "

@@ -81,6 +81,43 @@ def test_cluster_view_shows_one_representative_per_answer_with_support_majority_
     assert first.index("b \\boxed{5}") < first.index("c \\boxed{6}")  # best-supported answer first
 
 
+def first_candidate_answer(prompt):
+    """An anchor that copies the first representative it reads (the primacy bias measured on GSM8K 0-99)."""
+    return prompt.split("<candidate", 1)[1].split("</candidate>", 1)[0].rsplit("\\boxed", 1)[1]
+
+
+def test_cluster_both_overrules_the_vote_only_when_the_two_orders_agree():
+    comps = group(5, 5, 6, 5)
+    copier = ScriptedEngine(reply=lambda text: "\\boxed" + first_candidate_answer(text))
+    ref = parse_estimator("cluster:order=both").estimate(copier, comps)
+    firsts = [r.messages[-1]["content"] for r in copier.requests]
+    assert len(firsts) == 2  # majority_first shows 5 (support 3) first; support shows it last
+    assert firsts[0].index("\\boxed{5}") < firsts[0].index("\\boxed{6}") and firsts[1].index("\\boxed{6}") < firsts[1].index("\\boxed{5}")
+    # the copier's two readings differ (5, then 6): the reference is the vote, flagged, with both readings kept
+    assert ref.answer == "5" and ref.flags == ["orders_disagree"] and [c["answer"] for c in ref.calls] == ["5", "6"]
+    assert ref.finish_reason == "orders_disagree" and ref.estimator["order"] == "both"
+    # an anchor that reaches 6 whatever the order overrules the vote; a new answer both readings reach counts too
+    for said in ("6", "7"):
+        ref = parse_estimator("cluster:order=both").estimate(ScriptedEngine(reply=lambda text, said=said: f"so \\boxed{{{said}}}"), comps)
+        assert ref.answer == said and ref.flags == [] and len(ref.calls) == 2
+    # readings with no answer never overrule; unanimous groups still skip the anchor
+    ref = parse_estimator("cluster:order=both").estimate(ScriptedEngine(reply=lambda text: "unsure"), comps)
+    assert ref.answer == "5" and ref.flags == ["orders_disagree"]
+    unanimous = ScriptedEngine()
+    assert parse_estimator("cluster:order=both").estimate(unanimous, group(4, 4)).flags == ["unanimous"] and unanimous.requests == []
+
+
+def test_cluster_both_sends_the_same_prompts_as_the_two_single_orders():
+    """So the single-order runs' cached calls make `both` free (bench/reference_estimators.py)."""
+    comps = group(3, 5, 6, 5, 6, 9)
+    seen = {}
+    for spec in ("cluster:order=majority_first", "cluster:order=support", "cluster:order=both"):
+        eng = ScriptedEngine()
+        parse_estimator(spec).estimate(eng, comps)
+        seen[spec] = [r.messages for r in eng.requests]
+    assert seen["cluster:order=both"] == seen["cluster:order=majority_first"] + seen["cluster:order=support"]
+
+
 def test_representative_prefers_finished_then_confident():
     comps = [comp("x", 0.1, "length"), comp("y", 0.9), comp("z", 0.3)]
     assert representative([0, 1, 2], comps) == 2
@@ -186,7 +223,8 @@ def test_a_failed_anchor_call_takes_the_anchor_error_path():
 
 
 @pytest.mark.real_model
-@pytest.mark.parametrize("spec", ["synthesis:shuffle=1", "permutation:k=2", "cluster", "cluster:order=shuffled", "recursive:m=2,t=1"])
+@pytest.mark.parametrize("spec", ["synthesis:shuffle=1", "permutation:k=2", "cluster", "cluster:order=shuffled", "cluster:order=both",
+                                  "recursive:m=2,t=1"])
 def test_every_anchor_estimator_on_a_real_model(smol_engine, spec):
     texts = ["3 boxes of 4 is 12.\n\\boxed{12}", "4 * 3 = 12\n\\boxed{12}", "I think 7.\n\\boxed{7}"]
     ref = parse_estimator(spec).estimate(smol_engine, texts, sampling=Sampling(max_tokens=32, seed=0))

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from catrl.cli import app
 from catrl.errors import InputError
 from catrl.report.html_audit import write_audit_html
-from catrl.report.table import positions_line
+from catrl.report.table import audit_rows, positions_line
 from catrl.run_audit import grade_group, lone_positions, read_audit, stretches
 
 
@@ -54,6 +54,12 @@ def test_grading_and_stretches():
     assert [g.distinct_answers for g in graded] == [2, 2, 4, 1] and whole.distinct_answers_mean == pytest.approx(9 / 4)
     assert whole.reward_mean == pytest.approx(9 / 16)
     assert [p.label for p in parts] == ["steps 1-2", "steps 3-4", "whole run"]
+    # a control reward has no reference: its groups count for the rollouts and the vote, not for "ref right"
+    control = grade_group({**row(7, ["42", "7", "42", "8"], [1, 0, 0, 1], None), "flags": ["control:random"]})
+    assert control.reference_right is None and control.majority_right is True and control.rollouts_right == [True, False, True, False]
+    mixed = stretches([graded[1], control], parts=1)[-1]
+    assert (mixed.graded, mixed.referenced, mixed.reference_right, mixed.majority_right) == (2, 1, 1, 2)
+    assert audit_rows(stretches([control], parts=1))[-1][4:7] == ["-", "1/1 100%", "-"]
     assert len(stretches(graded, parts=8)) == 1  # fewer steps than parts: the whole run only
     stepless = [grade_group({**r, "step": None}) for r in ROWS]  # veRL and `catrl serve` trails: cut by row order
     assert [(p.label, p.groups) for p in stretches(stepless, parts=2)] == [("rows 1-2", 2), ("rows 3-4", 2), ("whole run", 4)]

@@ -48,6 +48,7 @@ class Stretch:
     zero_variance_groups: int
     flags: dict[str, int]
     graded: int  # groups with gold; the shares below are over these
+    referenced: int  # graded groups with a reference (control rewards have none): the reference's shares are over these
     reference_right: int
     majority_right: int
     reference_beat_majority: int  # reference right where the rollouts' majority was wrong: what the anchor adds
@@ -84,9 +85,11 @@ def grade_group(row: dict[str, Any], mode: str = "symbolic") -> GradedGroup:
     ref = row.get("reference") or {}
     maj = majority_of_answers(answers, mode) if answers else None
     graded = gold is not None and bool(answers)
+    # a control reward (random, format) has no reference to grade: its row says so in a `control:*` flag
+    referenced = graded and not any(str(f).startswith("control:") for f in row.get("flags") or [])
     return GradedGroup(
         step=row.get("step"), rewards=[float(r) for r in row["rewards"]], flags=list(row.get("flags") or []),
-        reference_right=is_right(gold, ref.get("answer"), mode) if graded else None,
+        reference_right=is_right(gold, ref.get("answer"), mode) if referenced else None,
         majority_answer=maj.answer if maj else None,
         majority_right=is_right(gold, maj.answer, mode) if graded and maj else None,
         rollouts_right=[is_right(gold, a, mode) for a in answers] if graded else None,
@@ -104,16 +107,17 @@ def stretch(groups: Sequence[GradedGroup], label: str = "whole run") -> Stretch:
     steps = [g.step for g in groups if g.step is not None]
     rewards = [r for g in groups for r in g.rewards]
     graded = [g for g in groups if g.rollouts_right is not None]
+    referenced = [g for g in graded if g.reference_right is not None]
     flags = Counter(f for g in groups for f in g.flags)
     return Stretch(
         label=label, first_step=min(steps) if steps else None, last_step=max(steps) if steps else None, groups=len(groups),
         reward_mean=sum(rewards) / len(rewards) if rewards else 0.0,
         zero_variance_groups=sum(len(set(g.rewards)) <= 1 for g in groups), flags=dict(flags),
-        graded=len(graded),
-        reference_right=sum(bool(g.reference_right) for g in graded),
+        graded=len(graded), referenced=len(referenced),
+        reference_right=sum(bool(g.reference_right) for g in referenced),
         majority_right=sum(bool(g.majority_right) for g in graded),
-        reference_beat_majority=sum(bool(g.reference_right) and not g.majority_right for g in graded),
-        reference_lost_to_majority=sum(not g.reference_right and bool(g.majority_right) for g in graded),
+        reference_beat_majority=sum(bool(g.reference_right) and not g.majority_right for g in referenced),
+        reference_lost_to_majority=sum(not g.reference_right and bool(g.majority_right) for g in referenced),
         any_right=sum(any(g.rollouts_right) for g in graded),
         rollouts=sum(len(g.rollouts_right) for g in graded),
         rollouts_right=sum(sum(g.rollouts_right) for g in graded),

@@ -100,8 +100,8 @@ def audit_rows(parts: list[Stretch]) -> list[list[str]]:
     for s in parts:
         rows.append([
             s.label, str(s.groups), f"{s.reward_mean:.3f}", _share(s.zero_variance_groups, s.groups),
-            _share(s.reference_right, s.graded), _share(s.majority_right, s.graded),
-            f"{s.reference_beat_majority}/{s.reference_lost_to_majority}" if s.graded else "-",
+            _share(s.reference_right, s.referenced), _share(s.majority_right, s.graded),
+            f"{s.reference_beat_majority}/{s.reference_lost_to_majority}" if s.referenced else "-",
             _share(s.rollouts_right, s.rollouts), _share(s.rewarded_right, s.rewarded), _share(s.reward_agrees, s.rollouts),
             f"{s.distinct_answers_mean:.1f}",
         ])
