@@ -61,6 +61,7 @@ def main() -> None:
         methods=tuple(args.methods.split(",")),
         method_limits={"self_bon": args.bon_limit, "usc": args.bon_limit, "mutual": args.mutual_limit},
         g_sweep=(1, 2, 4, 8) if args.sweep_limit else (), sweep_limit=args.sweep_limit,
+        estimator="synthesis",  # this bench measures the paper's CaT (the eval's default estimator is another)
     )
     # Two engines on the same weights. The rollouts: llama.cpp's default kernels, sequences of 1,024
     # tokens (a GSM8K prompt plus 512). Everything that reads a whole group (the anchor; the policy's

@@ -10,6 +10,7 @@ candidates), disagree-with-majority and rescue counts, and its reference on the 
 
     python bench/reference_estimators.py --start 0 --end 100 --estimators majority,synthesis,cluster  # the design split
     python bench/reference_estimators.py --start 100 --end 200 ...                                     # the report split
+    python bench/reference_estimators.py --start 0 --end 200 ... --import-calls docs/reference_estimators/{design,report}/calls.jsonl.gz
 
 Every call is cached (resumable) and this run's new calls go to OUT/calls.jsonl.gz, imported again
 at the start, so the same command elsewhere replays them. Ends with one line per run:
@@ -25,9 +26,10 @@ import json
 import os
 import platform
 import shlex
+import signal
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -78,6 +80,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("docs/reference_estimators"))
     ap.add_argument("--cache", type=Path, default=Path("runs/reference_estimators/cache.sqlite"))
     ap.add_argument("--rollout-calls", type=Path, default=Path("docs/cat_quality/calls.jsonl.gz"))
+    ap.add_argument("--import-calls", type=Path, nargs="*", default=[], help="more committed call files to replay, e.g. another split's OUT/calls.jsonl.gz")
+    ap.add_argument("--max-tokens", type=int, help="rollout tokens (default 512 on gsm8k, 1024 on math500, as the issue sets)")
+    ap.add_argument("--reader-seqs", type=int, default=64, help="anchor sequences in parallel (KV memory grows with it and the rollout length)")
     ap.add_argument("--no-junk", action="store_true", help="skip the junk-last-candidate case")
     ap.add_argument("--best", help="the estimator the figure line reports, chosen on another split (default: the most accurate here)")
     args = ap.parse_args()
@@ -89,23 +94,42 @@ def main() -> None:
     console = Console(stderr=True)
     cache = CallCache(args.cache)
     own = args.out / "calls.jsonl.gz"
-    base_keys: set[str] = set()
-    for f in (args.rollout_calls, own):
+    base_keys: set[str] = set()  # calls other committed files carry: OUT/calls.jsonl.gz leaves them out
+    for f in (args.rollout_calls, *args.import_calls, own):
         if f.exists():
             added, held = import_calls(cache, f)
             console.print(f"{f}: imported {added:,} calls ({held:,} already held)")
-    if args.rollout_calls.exists():
-        with gzip.open(args.rollout_calls, "rt") as fh:
-            base_keys = {call_key(r["engine"], r["kind"], r["request"]) for r in map(json.loads, fh)}
+            if f != own:
+                with gzip.open(f, "rt") as fh:
+                    base_keys |= {call_key(r["engine"], r["kind"], r["request"]) for r in map(json.loads, fh)}
 
     cfg = EvalConfig(dataset=args.dataset, g=8)
+    max_tokens = args.max_tokens or (512 if args.dataset == "gsm8k" else 1024)
+    cfg.sampling = replace(cfg.sampling, max_tokens=max_tokens)
     examples = load_examples(args.dataset, None, args.end)[args.start:args.end]
     golds = [gold_answer(args.dataset, e.gold) for e in examples]
-    policy = CachedEngine(LlamaCppEngine(args.model, max_seqs=64, n_ctx_seq=1024), cache)
+    policy = CachedEngine(LlamaCppEngine(args.model, max_seqs=64, n_ctx_seq=max_tokens + 512), cache)
     ctx = group_context(cfg.g, cfg.sampling.max_tokens, cfg.anchor_sampling.max_tokens)
-    reader = CachedEngine(LlamaCppEngine(args.model, max_seqs=64, n_ctx_seq=ctx, flash_attn=False), cache)
+    reader = CachedEngine(LlamaCppEngine(args.model, max_seqs=args.reader_seqs, n_ctx_seq=ctx, flash_attn=False), cache)
+    # a stopped run (Ctrl-C, SIGTERM at a session's end) still writes its calls, so the next run resumes
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        run(args, specs, cfg, examples, golds, policy, reader, console)
+    finally:
+        n = export_new(cache, own, reader.identity, base_keys)
+        console.print(f"{own}: {n:,} calls of this run")
+
+
+def run(args: argparse.Namespace, specs: list[str], cfg: EvalConfig, examples: list, golds: list,
+        policy: CachedEngine, reader: CachedEngine, console: Console) -> None:
     t0 = time.time()
-    groups = policy.generate([build_request(e, cfg.prompt) for e in examples], cfg.sampling, n=cfg.g)
+    got = [0]
+
+    def rolled(i, comps):
+        got[0] += 1
+        if got[0] % 5 == 0:
+            console.print(f"[{time.time() - t0:6.0f}s] rollouts: {got[0]} of {len(examples)} groups")
+    groups = policy.generate([build_request(e, cfg.prompt) for e in examples], cfg.sampling, n=cfg.g, on_result=rolled)
     console.print(f"[{time.time() - t0:6.0f}s] rollouts: {len(groups)} groups ({policy.calls_made} new calls)")
     answers = [[extract_answer(c.text) for c in g] for g in groups]
 
@@ -145,7 +169,6 @@ def main() -> None:
         if not args.no_junk:
             jr = est.estimate(reader, JUNK_GROUP, "reasoning", cfg.anchor_sampling)
             rows[spec]["junk_case"] = {"answer": jr.answer, "flags": jr.flags, "finish_reason": jr.finish_reason}
-        export_new(cache, own, reader.identity, base_keys)
 
     maj_c = rows["majority"]["correct"] if "majority" in rows else None
     cat_c = rows["synthesis"]["correct"] if "synthesis" in rows else None
@@ -161,22 +184,14 @@ def main() -> None:
     out = Console(width=160)
     cmd = shlex.join(["python", *sys.argv])
     out.print(f"command: {cmd}; machine {platform.machine()}, {os.cpu_count()} cores; questions {args.start}-{args.end - 1}")
-    t = Table("estimator", "acc", "95% CI", "- majority [CI]", "p", "- synthesis [CI]", "rescue/harm", "disagree (right)",
-              "anchor tok/q (prompt+compl)", "s/new call", "lone by position", "last share", "junk case",
-              title=f"{args.dataset} {args.start}-{args.end - 1}: reference estimators on the same rollouts")
-    for spec, r in rows.items():
-        a = r["accuracy"]
-        dm, ds = r.get("minus_majority"), r.get("minus_synthesis")
-        fmt = lambda d: f"{d['diff']:+.3f} [{d['lo']:+.3f},{d['hi']:+.3f}]" if d else "-"  # noqa: E731
-        t.add_row(spec, f"{a['mean']:.3f}", f"[{a['lo']:.3f},{a['hi']:.3f}]", fmt(dm), f"{dm['mcnemar_p']:.3g}" if dm else "-", fmt(ds),
-                  f"{r.get('rescues', '-')}/{r.get('harms', '-')}", f"{r['disagree_with_majority']} ({r['right_when_disagreeing']})",
-                  f"{r['prompt_tokens_per_q']:.0f}+{r['completion_tokens_per_q']:.0f}",
-                  f"{r['seconds_per_fresh_call']:.1f}" if r["seconds_per_fresh_call"] else "cached",
-                  " ".join(map(str, r["lone_position_counts"])), f"{r['last_position_share']:.2f} (n={r['lone_in_prompt']})",
-                  str(r.get("junk_case", {}).get("answer")))
+    head, cells = table_cells(rows)
+    t = Table(*head, title=f"{args.dataset} {args.start}-{args.end - 1}: reference estimators on the same rollouts")
+    for row in cells:
+        t.add_row(*row)
     out.print(t)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"{args.dataset}_{args.start}_{args.end}"
+    (args.out / f"{name}.md").write_text(f"`{cmd}`\n\n" + "\n".join("| " + " | ".join(r) + " |" for r in [head, ["---"] * len(head), *cells]) + "\n")
     summary = {"command": cmd, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "questions": [args.start, args.end],
                "policy": policy.identity, "anchor": reader.identity, "anchor_sampling": cfg.anchor_sampling.to_dict(),
                "estimators": {k: {x: y for x, y in v.items() if x not in ("correct", "references")} for k, v in rows.items()}}
@@ -189,17 +204,38 @@ def main() -> None:
         cands = [s for s in rows if s not in ("majority", "synthesis")]
         best = args.best or (max(cands, key=lambda s: rows[s]["accuracy"]["mean"]) if cands else "synthesis")
         b = rows[best]
-        out.print(f"reference_estimators: dataset={args.dataset} n={len(examples)} majority={rows['majority']['accuracy']['mean']:.3f} "
-                  f"cat={rows['synthesis']['accuracy']['mean']:.3f} best={best} best_acc={b['accuracy']['mean']:.3f} "
-                  f"best_minus_majority={b['minus_majority']['diff']:+.3f} ci_lo={b['minus_majority']['lo']:+.3f} "
-                  f"last_position_share={b['last_position_share']:.2f}")
         cat_tok = rows["synthesis"]["prompt_tokens_per_q"] + rows["synthesis"]["completion_tokens_per_q"]
-        out.print(f"synthesis_cost: tokens_ratio={(b['prompt_tokens_per_q'] + b['completion_tokens_per_q']) / cat_tok:.3f}")
+        lines = [f"reference_estimators: dataset={args.dataset} n={len(examples)} majority={rows['majority']['accuracy']['mean']:.3f} "
+                 f"cat={rows['synthesis']['accuracy']['mean']:.3f} best={best} best_acc={b['accuracy']['mean']:.3f} "
+                 f"best_minus_majority={b['minus_majority']['diff']:+.3f} ci_lo={b['minus_majority']['lo']:+.3f} "
+                 f"last_position_share={b['last_position_share']:.2f}",
+                 f"synthesis_cost: tokens_ratio={(b['prompt_tokens_per_q'] + b['completion_tokens_per_q']) / cat_tok:.3f}"]
+        print("\n".join(lines))  # plain print: one unwrapped line each, for grep
+        with (args.out / f"{name}.md").open("a") as f:
+            f.write("\n" + "".join(f"    {line}\n" for line in lines))
 
 
-def export_new(cache: CallCache, path: Path, engine: str, base_keys: set[str]) -> None:
-    """This bench's own anchor calls (not the rollouts and plain-CaT calls it imported), gzip JSONL."""
-    export_calls(cache, path, engine_contains=engine, kind="generate", exclude=base_keys)
+def table_cells(rows: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """The results table, one row per estimator: printed by rich and written as markdown."""
+    head = ["estimator", "acc", "95% CI", "- majority [CI]", "McNemar p", "- synthesis [CI]", "rescue/harm", "disagree (right)",
+            "anchor tok/q (prompt+compl)", "s/new call", "lone by position", "last share", "junk case"]
+    fmt = lambda d: f"{d['diff']:+.3f} [{d['lo']:+.3f},{d['hi']:+.3f}]" if d else "-"  # noqa: E731
+    cells = []
+    for spec, r in rows.items():
+        a, dm, ds = r["accuracy"], r.get("minus_majority"), r.get("minus_synthesis")
+        cells.append([spec, f"{a['mean']:.3f}", f"[{a['lo']:.3f},{a['hi']:.3f}]", fmt(dm), f"{dm['mcnemar_p']:.3g}" if dm else "-", fmt(ds),
+                      f"{r.get('rescues', '-')}/{r.get('harms', '-')}", f"{r['disagree_with_majority']} ({r['right_when_disagreeing']})",
+                      f"{r['prompt_tokens_per_q']:.0f}+{r['completion_tokens_per_q']:.0f}",
+                      f"{r['seconds_per_fresh_call']:.1f}" if r["seconds_per_fresh_call"] else "cached",
+                      " ".join(map(str, r["lone_position_counts"])), f"{r['last_position_share']:.2f} (n={r['lone_in_prompt']})",
+                      str(r.get("junk_case", {}).get("answer", "-"))])
+    return head, cells
+
+
+def export_new(cache: CallCache, path: Path, engine: str, base_keys: set[str]) -> int:
+    """This bench's own calls (not those the committed files it imported carry), gzip JSONL; the
+    rollouts' token logprobs rounded to 4 digits (error <= 5e-5 nats) to keep new rollouts small."""
+    return export_calls(cache, path, engine_contains=engine, kind="generate", exclude=base_keys, logprob_digits=4)
 
 
 if __name__ == "__main__":

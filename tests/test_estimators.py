@@ -5,7 +5,7 @@ import pytest
 
 from catrl.errors import InputError
 from catrl.estimators import (REGISTRY, check_estimator, cyclic_orders, group_seed, medoid, parse_estimator, representative, softmax_weights,
-                              vote)
+                              default_estimator, vote)
 from catrl.rewards import CaTReward, RubricReward
 from catrl.types import Completion, Sampling, TokenLogprob
 from tests.fakes import ScriptedEngine
@@ -81,30 +81,35 @@ def test_cluster_view_shows_one_representative_per_answer_with_support_majority_
     assert first.index("b \\boxed{5}") < first.index("c \\boxed{6}")  # best-supported answer first
 
 
-def first_candidate_answer(prompt):
-    """An anchor that copies the first representative it reads (the primacy bias measured on GSM8K 0-99)."""
-    return prompt.split("<candidate", 1)[1].split("</candidate>", 1)[0].rsplit("\\boxed", 1)[1]
+def copy_candidate(prompt, which):
+    """An anchor that copies the first or last representative it reads: a pure position bias."""
+    blocks = [b.split("</candidate>", 1)[0] for b in prompt.split("<candidate id=")[1:]]
+    return "\\boxed" + blocks[which].rsplit("\\boxed", 1)[1]
 
 
-def test_cluster_both_overrules_the_vote_only_when_the_two_orders_agree():
-    comps = group(5, 5, 6, 5)
-    copier = ScriptedEngine(reply=lambda text: "\\boxed" + first_candidate_answer(text))
-    ref = parse_estimator("cluster:order=both").estimate(copier, comps)
-    firsts = [r.messages[-1]["content"] for r in copier.requests]
-    assert len(firsts) == 2  # majority_first shows 5 (support 3) first; support shows it last
-    assert firsts[0].index("\\boxed{5}") < firsts[0].index("\\boxed{6}") and firsts[1].index("\\boxed{6}") < firsts[1].index("\\boxed{5}")
-    # the copier's two readings differ (5, then 6): the reference is the vote, flagged, with both readings kept
-    assert ref.answer == "5" and ref.flags == ["orders_disagree"] and [c["answer"] for c in ref.calls] == ["5", "6"]
-    assert ref.finish_reason == "orders_disagree" and ref.estimator["order"] == "both"
+def test_cluster_both_overrules_the_vote_only_when_two_readings_in_reversed_orders_agree():
+    comps = group(5, 5, 6, 5)  # the vote: 5
+    both = "cluster:order=both"
+    # a first-copier reads 5 first (majority_first): that settles it, no second call
+    eng = ScriptedEngine(reply=lambda text: copy_candidate(text, 0))
+    ref = parse_estimator(both).estimate(eng, comps)
+    assert len(eng.requests) == 1 and ref.answer == "5" and ref.flags == [] and ref.finish_reason != "orders_disagree"
+    # a last-copier says 6, then 5 with the order reversed: the vote, flagged, with both readings kept
+    eng = ScriptedEngine(reply=lambda text: copy_candidate(text, -1))
+    ref = parse_estimator(both).estimate(eng, comps)
+    shown = [r.messages[-1]["content"] for r in eng.requests]
+    assert shown[0].index("\\boxed{5}") < shown[0].index("\\boxed{6}") and shown[1].index("\\boxed{6}") < shown[1].index("\\boxed{5}")
+    assert ref.answer == "5" and ref.flags == ["orders_disagree"] and [c["answer"] for c in ref.calls] == ["6", "5"]
+    assert ref.finish_reason == "orders_disagree" and ref.estimator["order"] == "both" and ref.text == comps[0]
     # an anchor that reaches 6 whatever the order overrules the vote; a new answer both readings reach counts too
     for said in ("6", "7"):
-        ref = parse_estimator("cluster:order=both").estimate(ScriptedEngine(reply=lambda text, said=said: f"so \\boxed{{{said}}}"), comps)
+        ref = parse_estimator(both).estimate(ScriptedEngine(reply=lambda text, said=said: f"so \\boxed{{{said}}}"), comps)
         assert ref.answer == said and ref.flags == [] and len(ref.calls) == 2
-    # readings with no answer never overrule; unanimous groups still skip the anchor
-    ref = parse_estimator("cluster:order=both").estimate(ScriptedEngine(reply=lambda text: "unsure"), comps)
-    assert ref.answer == "5" and ref.flags == ["orders_disagree"]
+    # a reading with no answer never overrules; unanimous groups still skip the anchor
+    ref = parse_estimator(both).estimate(ScriptedEngine(reply=lambda text: "unsure"), comps)
+    assert ref.answer == "5" and ref.flags == ["reading_no_answer"] and len(ref.calls) == 1
     unanimous = ScriptedEngine()
-    assert parse_estimator("cluster:order=both").estimate(unanimous, group(4, 4)).flags == ["unanimous"] and unanimous.requests == []
+    assert parse_estimator(both).estimate(unanimous, group(4, 4)).flags == ["unanimous"] and unanimous.requests == []
 
 
 def test_cluster_both_sends_the_same_prompts_as_the_two_single_orders():
@@ -112,7 +117,7 @@ def test_cluster_both_sends_the_same_prompts_as_the_two_single_orders():
     comps = group(3, 5, 6, 5, 6, 9)
     seen = {}
     for spec in ("cluster:order=majority_first", "cluster:order=support", "cluster:order=both"):
-        eng = ScriptedEngine()
+        eng = ScriptedEngine(reply=lambda text: "\\boxed{42}")
         parse_estimator(spec).estimate(eng, comps)
         seen[spec] = [r.messages for r in eng.requests]
     assert seen["cluster:order=both"] == seen["cluster:order=majority_first"] + seen["cluster:order=support"]
@@ -249,3 +254,17 @@ def test_audit_pages_name_the_estimator_and_the_order_read():
     shown = estimated_by(ref)
     assert shown.startswith("estimator cluster (seed=0, screen=True, order=support") and "order 1 2" in shown
     assert "&lt;" in estimated_by({**ref, "flags": ["<b>x</b>"]})
+
+
+def test_default_estimator_is_cluster_both_on_math_and_synthesis_free_form():
+    """answer, label and the eval's `cat` row default to the best estimator measured (docs/reference_estimators);
+    free-form, the training rewards and a spec of None keep the paper's synthesis."""
+    from catrl.evaluate import EvalConfig
+    from catrl.evaluate_freeform import FreeformConfig
+
+    both = parse_estimator(default_estimator("reasoning"))
+    assert both.name == "cluster" and both.order == "both"
+    assert EvalConfig().estimator == default_estimator("reasoning") and FreeformConfig().estimator == "synthesis"
+    assert parse_estimator(None).name == "synthesis" and CaTReward(None).estimator.name == "synthesis"
+    with pytest.raises(InputError, match="mode must be one of"):
+        default_estimator("poetry")

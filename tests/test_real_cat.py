@@ -76,11 +76,13 @@ def test_answer_and_label_commands(tmp_path, smol_path):
     r = _cli("answer", "What is 7 times 6?", "-g", "3", "--max-tokens", "40", tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "majority answer" in r.stdout and "CaT answer" in r.stdout
+    assert "CaT reference (cluster)" in r.stdout  # the default on math: the best measured estimator, cluster:order=both
     out = tmp_path / "labels.jsonl"
     r = _cli("label", "gsm8k", "--limit", "2", "-g", "2", "--max-tokens", "40", "-o", str(out), tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["id"] for x in rows] == ["0", "1"] and all("reference" in x and "agreement" in x for x in rows)
+    assert all(x["estimator"]["name"] == "cluster" and x["estimator"]["order"] == "both" for x in rows)
     r = _cli("label", "gsm8k", "--limit", "2", "-g", "2", "--max-tokens", "40", "-o", str(out), tmp_path=tmp_path)
     assert "2 already done" in r.stdout
 
@@ -114,7 +116,7 @@ def test_anchor_of_its_own_with_flash_attention_off(tmp_path, smol_path):
     import sqlite3
 
     r = _cli("answer", "What is 7 times 6?", "-g", "2", "--max-tokens", "24", "--anchor-model", "smollm2-135m",
-             "--no-anchor-flash-attn", tmp_path=tmp_path)
+             "--no-anchor-flash-attn", "--estimator", "synthesis", tmp_path=tmp_path)  # synthesis: an anchor call even if the two agree
     assert r.returncode == 0, r.stderr
     with sqlite3.connect(tmp_path / "c.sqlite") as db:
         engines = dict(db.execute("SELECT engine, GROUP_CONCAT(DISTINCT kind) FROM calls GROUP BY engine").fetchall())
@@ -131,7 +133,7 @@ def test_a_prompts_directory_replaces_the_synthesis_prompt_and_the_run_records_i
     d.mkdir()
     (d / "synthesis_reasoning.txt").write_text("MY-SYNTHESIS {{count}} candidates:\n{{candidates}}\nEnd with \\boxed{ANSWER}.", encoding="utf-8")
     r = _cli("--prompts", str(d), "eval", "--limit", "1", "-g", "2", "--max-tokens", "30", "--anchor-max-tokens", "30",
-             "--methods", "majority,cat", "--sweep", "", "--out", str(tmp_path / "ev"), tmp_path=tmp_path)
+             "--methods", "majority,cat", "--sweep", "", "--estimator", "synthesis", "--out", str(tmp_path / "ev"), tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
     row = json.loads((tmp_path / "ev" / "results.jsonl").read_text().splitlines()[0])
     assert row["reference"]["prompt"][-1]["content"].startswith("MY-SYNTHESIS 2 candidates:")

@@ -17,7 +17,7 @@ from typing import Any
 from catrl import selection
 from catrl.datasets import gold_answer, load_examples
 from catrl.engines.base import Engine
-from catrl.estimators import check_estimator
+from catrl.estimators import check_estimator, default_estimator
 from catrl.errors import InputError
 from catrl.metrics import accuracy, paired_diff
 from catrl.rollouts import build_request
@@ -45,7 +45,7 @@ class EvalConfig:
     g_sweep: tuple[int, ...] = (1, 2, 4, 8)
     sweep_limit: int | None = None  # questions in the accuracy-vs-G sweep (default: all)
     match: str = "symbolic"
-    estimator: str = "synthesis"  # how the `cat` row's reference is estimated (catrl.estimators spec)
+    estimator: str = field(default_factory=lambda: default_estimator("reasoning"))  # the `cat` row's reference (catrl.estimators spec)
 
     def check(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]

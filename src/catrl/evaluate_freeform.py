@@ -26,7 +26,7 @@ from catrl.metrics import paired_diff, spearman_clustered
 from catrl.rewards import rubric_rewards
 from catrl.rollouts import build_request
 from catrl.rubrics import propose_rubrics
-from catrl.estimators import check_estimator
+from catrl.estimators import check_estimator, default_estimator
 from catrl.types import Example, Sampling
 
 METHODS = ("single", "min_ppl", "self_bon", "mutual", "cat")
@@ -47,7 +47,7 @@ class FreeformConfig:
     # validity: also judge the self-proposed rubric in these modes (reward "self_rubric_<mode>"), to see
     # what batching costs in validity and how often the modes agree on a verdict
     validity_extra_modes: tuple[str, ...] = ()
-    estimator: str = "synthesis"  # how the `cat` response is estimated (synthesis, permutation, recursive)
+    estimator: str = field(default_factory=lambda: default_estimator("freeform"))  # the `cat` response (synthesis, permutation, recursive)
     judge_max_tokens: int | None = None  # cap on every grader / judge answer (None: each mode's default)
 
     def judge_sampling(self) -> Sampling | None:

@@ -23,7 +23,7 @@ from catrl.rubrics import propose_rubrics
 from catrl.rewards import verifiable_rewards
 from catrl.rollouts import build_request, read_done
 from catrl.selection import majority
-from catrl.estimators import Estimator, check_estimator
+from catrl.estimators import Estimator, check_estimator, default_estimator
 from catrl.types import Example, Sampling
 from catrl.verify import equivalent
 
@@ -77,7 +77,7 @@ def label_file(
     if task not in ("verifiable", "freeform"):
         raise InputError(f"task must be 'verifiable' or 'freeform', got {task!r}")
     mode = "reasoning" if task == "verifiable" else "freeform"
-    est = check_estimator(estimator, g, mode)
+    est = check_estimator(estimator or default_estimator(mode), g, mode)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     done = read_done(out_path)
     todo = [e for e in examples if e.id not in done]

@@ -94,10 +94,11 @@ AnchorFlashOpt = Annotated[bool | None, typer.Option(
 AdapterOpt = Annotated[Path | None, typer.Option(
     "--adapter", help="Policy LoRA: a `catrl train` run's adapter/ (PEFT, converted once for llama.cpp) or a LoRA .gguf; the anchor stays the base model.")]
 GOpt = Annotated[int, typer.Option("--g", "-g", help="Rollouts per question (G).")]
-EstimatorOpt = Annotated[str, typer.Option(
+EstimatorOpt = Annotated[str | None, typer.Option(
     "--estimator", help="How the reference is estimated from the rollouts (never seeing the question): synthesis (the paper's), "
-                        "cluster[:order=support|shuffled], permutation[:k=N], recursive[:m=M,t=T], confidence_vote[:tau=X], majority. "
-                        "See docs/reference_estimators.")]
+                        "cluster[:order=support|majority_first|shuffled|both], permutation[:k=N], recursive[:m=M,t=T], "
+                        "confidence_vote[:tau=X], majority. answer, label and eval default to cluster:order=both on math "
+                        "(the best measured) and synthesis free-form; rewards to synthesis. See docs/reference_estimators.")]
 
 
 def engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache, flash_attn=None, adapter=None):

@@ -16,7 +16,7 @@ from catrl.cli.common import (AdapterOpt, AnchorFlashOpt, AnchorModelOpt, Anchor
                               out, policy_and_anchor, progress, sampling_of, stage_ticker)
 from catrl.engines.factory import group_context
 from catrl.errors import CatrlError
-from catrl.estimators import check_estimator
+from catrl.estimators import check_estimator, default_estimator
 
 
 @app.command(epilog=guide("testtime.md") + "; engines and servers: docs/guide/models.md")
@@ -84,7 +84,7 @@ def eval_cmd(
     sweep: Annotated[str, typer.Option("--sweep", help="G values for the accuracy-vs-G plot (first k rollouts reused; values above --g are dropped); '' to skip.")] = "1,2,4,8",
     sweep_limit: Annotated[int | None, typer.Option("--sweep-limit", help="Questions in the sweep (default: all).")] = None,
     match: Annotated[str, typer.Option("--match", help="symbolic (math-verify) or string (the paper's boxed-string match).")] = "symbolic",
-    estimator: EstimatorOpt = "synthesis",
+    estimator: EstimatorOpt = None,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: out/eval-<dataset>).")] = None,
     temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20,
     max_tokens: Annotated[int, typer.Option(help="Max new tokens per rollout.")] = 512,
@@ -139,7 +139,7 @@ def eval_cmd(
             anchor_sampling=sampling_of(temperature, top_p, top_k, anchor_max_tokens, seed),
             methods=tuple(m.strip() for m in methods.split(",") if m.strip()), method_limits=limits,
             g_sweep=tuple(k for k in (int(x) for x in sweep.split(",") if x.strip()) if k <= g), sweep_limit=sweep_limit, match=match,
-            estimator=estimator,
+            estimator=estimator or default_estimator("reasoning"),
         )
         cfg.check()
         opts = engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, cache, no_cache, adapter=adapter)
@@ -150,7 +150,7 @@ def eval_cmd(
         summary = summarize(results, match)
         summary["config"] = {"dataset": dataset, "limit": limit, "g": g, "policy": policy.identity, "anchor": anchor.identity,
                              "sampling": cfg.sampling.to_dict(), "anchor_sampling": cfg.anchor_sampling.to_dict(), "match": match,
-                             "estimator": check_estimator(estimator, match=match).spec(), "prompts": prompting.provenance()}
+                             "estimator": check_estimator(cfg.estimator, match=match).spec(), "prompts": prompting.provenance()}
         out_dir = out_dir or Path("out") / f"eval-{Path(dataset).stem}"
         write_results(results, summary, out_dir)
         plot = plot_sweep(summary, out_dir / "accuracy_vs_g.png")
@@ -186,7 +186,7 @@ def _other_engine(opts, policy, model_name, url):
 
 def _eval_freeform(dataset, field_map, limit, g, methods, method_limit, out_dir, sampling, anchor_sampling, opts,
                    anchor_model, anchor_base_url, grader_model, grader_base_url, judge_model, judge_base_url, judge_mode, validity,
-                   judge_max_tokens=None, anchor_flash_attn=None, estimator="synthesis") -> None:
+                   judge_max_tokens=None, anchor_flash_attn=None, estimator=None) -> None:
     from dataclasses import asdict
 
     from catrl.datasets import load_examples
@@ -196,7 +196,8 @@ def _eval_freeform(dataset, field_map, limit, g, methods, method_limit, out_dir,
     try:
         cfg = FreeformConfig(dataset=dataset, field_map=field_map, limit=limit, g=g, sampling=sampling, anchor_sampling=anchor_sampling,
                              methods=tuple(m.strip() for m in methods.split(",") if m.strip()), method_limits=_method_limits(method_limit),
-                             validity=validity, judge_mode=judge_mode, judge_max_tokens=judge_max_tokens, estimator=estimator)
+                             validity=validity, judge_mode=judge_mode, judge_max_tokens=judge_max_tokens,
+                             estimator=estimator or default_estimator("freeform"))
         cfg.check()
         policy, anchor = policy_and_anchor(opts, anchor_model, anchor_base_url, anchor_flash_attn)
         grader = _other_engine(opts, policy, grader_model, grader_base_url)
@@ -207,7 +208,7 @@ def _eval_freeform(dataset, field_map, limit, g, methods, method_limit, out_dir,
         summary = summarize_freeform(results)
         summary["config"] = {"dataset": dataset, "limit": limit, "g": g, "policy": policy.identity, "anchor": anchor.identity,
                              "grader": grader.identity, "judge": judge.identity, "sampling": sampling.to_dict(), "judge_mode": judge_mode,
-                             "estimator": check_estimator(estimator, mode="freeform").spec(), "prompts": prompting.provenance()}
+                             "estimator": check_estimator(cfg.estimator, mode="freeform").spec(), "prompts": prompting.provenance()}
         out_dir = out_dir or Path("out") / f"eval-{Path(dataset).stem}"
         write_freeform(results, summary, out_dir)
         criteria = {e.id: [asdict(c) for c in e.criteria or []] for e in load_examples(dataset, field_map, limit)}
@@ -237,21 +238,21 @@ def answer(
     question: Annotated[str, typer.Argument(help="The question.")],
     g: GOpt = 8,
     temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, max_tokens: int = 512, seed: int = 0,
-    show_reference: Annotated[bool, typer.Option("--show-reference/--answer-only", help="Print the synthesized reference text.")] = True,
-    estimator: EstimatorOpt = "synthesis",
+    show_reference: Annotated[bool, typer.Option("--show-reference/--answer-only", help="Print the reference text.")] = True,
+    estimator: EstimatorOpt = None,
     model: ModelOpt = models.DEFAULT_MODEL, adapter: AdapterOpt = None, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
     anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None, anchor_flash_attn: AnchorFlashOpt = None,
     cache: CacheOpt = None, no_cache: NoCacheOpt = False, max_seqs: MaxSeqsOpt = 32, ctx: GroupCtxOpt = None,
     threads: ThreadsOpt = None, timeout: TimeoutOpt = None, concurrency: ConcOpt = 16,
 ) -> None:
-    """Answer one question: G rollouts, their majority answer, and the CaT reference synthesized from them."""
+    """Answer one question: G rollouts, their majority answer, and the CaT reference estimated from them (never seeing the question)."""
     from catrl.rollouts import build_request
     from catrl.selection import majority
     from catrl.types import Example
     from catrl.verify import equivalent, extract_answer
 
     try:
-        est = check_estimator(estimator, g)
+        est = check_estimator(estimator or default_estimator("reasoning"), g)
         opts = engine_opts(model, base_url, api_key, max_seqs, ctx or group_context(g, max_tokens, 2 * max_tokens), threads, timeout,
                            concurrency, cache, no_cache, adapter=adapter)
         policy, anchor = policy_and_anchor(opts, anchor_model, anchor_base_url, anchor_flash_attn)
@@ -287,7 +288,7 @@ def label(
     limit: Annotated[int | None, typer.Option("--limit")] = None,
     g: GOpt = 8,
     task: Annotated[str, typer.Option("--task", help="verifiable (reference + final answer) or freeform (reference + self-proposed rubric).")] = "verifiable",
-    estimator: EstimatorOpt = "synthesis",
+    estimator: EstimatorOpt = None,
     temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, max_tokens: int = 512, seed: int = 0,
     model: ModelOpt = models.DEFAULT_MODEL, adapter: AdapterOpt = None, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None,
     anchor_model: AnchorModelOpt = None, anchor_base_url: AnchorUrlOpt = None, anchor_flash_attn: AnchorFlashOpt = None,
@@ -299,7 +300,8 @@ def label(
     from catrl.labeling import label_file
 
     try:
-        est = check_estimator(estimator, g, "reasoning" if task == "verifiable" else "freeform")
+        mode = "reasoning" if task == "verifiable" else "freeform"
+        est = check_estimator(estimator or default_estimator(mode), g, mode)
         examples = load_examples(data, parse_field_map(field), limit=limit)
         opts = engine_opts(model, base_url, api_key, max_seqs, ctx or group_context(g, max_tokens, 2 * max_tokens), threads, timeout,
                            concurrency, cache, no_cache, adapter=adapter)
