@@ -40,7 +40,7 @@ from catrl.datasets import gold_answer, load_examples
 from catrl.engines.base import CachedEngine
 from catrl.engines.factory import group_context
 from catrl.engines.llamacpp import LlamaCppEngine
-from catrl.estimators import parse_estimator
+from catrl.estimators import parse_estimator, split_specs
 from catrl.metrics import accuracy, paired_diff
 from catrl.rollouts import build_request
 from catrl.evaluate import EvalConfig
@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--no-junk", action="store_true", help="skip the junk-last-candidate case")
     ap.add_argument("--best", help="the estimator the figure line reports, chosen on another split (default: the most accurate here)")
     args = ap.parse_args()
-    specs = args.estimators.split(",")
+    specs = split_specs(args.estimators)
     for spec in specs:
         parse_estimator(spec)  # a bad name or parameter fails here, before any model loads
     if args.best and args.best not in specs:

@@ -5,7 +5,7 @@ import pytest
 
 from catrl.errors import InputError
 from catrl.estimators import (REGISTRY, check_estimator, cyclic_orders, group_seed, medoid, parse_estimator, representative, softmax_weights,
-                              default_estimator, vote)
+                              default_estimator, split_specs, vote)
 from catrl.rewards import CaTReward, RubricReward
 from catrl.types import Completion, Sampling, TokenLogprob
 from tests.fakes import ScriptedEngine
@@ -268,3 +268,9 @@ def test_default_estimator_is_cluster_both_on_math_and_synthesis_free_form():
     assert parse_estimator(None).name == "synthesis" and CaTReward(None).estimator.name == "synthesis"
     with pytest.raises(InputError, match="mode must be one of"):
         default_estimator("poetry")
+
+
+def test_split_specs_keeps_each_estimators_own_parameters():
+    assert split_specs("synthesis,recursive:m=2,t=1,cluster:order=both") == ["synthesis", "recursive:m=2,t=1", "cluster:order=both"]
+    assert split_specs(" majority , ,permutation:k=2") == ["majority", "permutation:k=2"]
+    assert [parse_estimator(s).spec()["name"] for s in split_specs("recursive:m=2,t=1,majority")] == ["recursive", "majority"]

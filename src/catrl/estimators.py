@@ -564,6 +564,21 @@ def parse_estimator(spec: str | Estimator | None, match: str = "symbolic") -> Es
     return est
 
 
+def split_specs(text: str) -> list[str]:
+    """A comma list of specs, where a spec's own parameters are comma-separated too:
+    "synthesis,recursive:m=2,t=1" -> ["synthesis", "recursive:m=2,t=1"]. A piece with "=" and no ":"
+    continues the spec before it."""
+    out: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            continue
+        if out and "=" in piece and ":" not in piece:
+            out[-1] += "," + piece
+        else:
+            out.append(piece)
+    return out
+
+
 def check_estimator(spec: str | Estimator | None, g: int | None = None, mode: str = "reasoning", match: str = "symbolic") -> Estimator:
     """Parse and check against the group size and mode: what every command calls before loading a model."""
     est = parse_estimator(spec, match)
