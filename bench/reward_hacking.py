@@ -48,7 +48,11 @@ from catrl.types import Criterion, Rubric
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"none": "none", "screen": "screen", "degenerate": "degenerate", "counterfactual": "counterfactual",
-            "empty_probe": "empty_probe", "default": "default", "all": "all"}
+            "empty_probe": "empty_probe", "decoy": "decoy", "default": "default",
+            "default+decoy": "screen,degenerate,counterfactual,decoy", "all": "all"}
+
+FIGURE = "default+decoy"  # the guards the figure line reports (rewards' default once measured)
+CLEAN_SETTINGS = ("default", "default+decoy", "all")
 
 
 class CacheOnly:
@@ -134,9 +138,9 @@ def clean_gsm8k(policy, anchor, n: int) -> tuple[int, int, int]:
     return sum(map(len, groups)), changed, len(touched)
 
 
-def clean_healthbench(judge, path: Path) -> tuple[int, int, dict[str, int]]:
+def clean_healthbench(judge, path: Path, guards: str = "default") -> tuple[int, int, dict[str, int]]:
     """(rewards compared, rewards changed, what each guard touched) on the committed HealthBench rollouts:
-    the self-proposed rubric's committed per-criterion verdicts, re-scored under the guards."""
+    the self-proposed rubric's committed per-criterion verdicts, re-scored under `guards`."""
     rows = [json.loads(line) for line in gzip.open(path, "rt", encoding="utf-8")]
     convs = [r["messages"] for r in rows]
     groups = [[x["text"] for x in r["rollouts"]] for r in rows]
@@ -144,24 +148,29 @@ def clean_healthbench(judge, path: Path) -> tuple[int, int, dict[str, int]]:
     touched = {"screen": sum(screen_group(g).changed for g in groups),
                "degenerate": sum(degenerate_reason(t) is not None for g in groups for t in g),
                "counterfactual": sum(bool(grader_directed_spans(t)) for g in groups for t in g)}
-    plans = [plan_judging(c, g, rub, None, Guards()) for c, g, rub in zip(convs, groups, rubrics, strict=True)]
-    # only what a guard adds is judged anew: the empty probe and counterfactual texts; the rollouts' own
+    plans = [plan_judging(c, g, rub, None, Guards.parse(guards)) for c, g, rub in zip(convs, groups, rubrics, strict=True)]
+    # only what a guard adds is judged anew: the empty probe, decoys and counterfactual texts; the rollouts' own
     # verdicts are the committed ones (the same judge prompt and model)
     new_items = [(p, k) for p in plans for k, it in enumerate(p.items) if k not in p.own]
     judged = judge_many(judge, [p.items[k] for p, k in new_items], "per_criterion")
     fresh = {(id(p), k): v for (p, k), v in zip(new_items, judged, strict=True)}
     total = changed = dropped_any = 0
     for r, p, rub in zip(rows, plans, rubrics, strict=True):
-        committed = [[_verdict(v) for v in x["rubric_verdicts"]["self_rubric"]] for x in r["rollouts"]]
-        verdicts = [committed[p.own.index(k)] if k in p.own else fresh[(id(p), k)] for k in range(len(p.items))]
-        vs, dropped, _, _ = p.resolve(verdicts, len(rub.criteria))
+        vs, dropped, _, _ = p.resolve(_fresh_or_committed(r, p, fresh), len(rub.criteria))
         dropped_any += bool(dropped)
         after = rubric_rewards(None, rub, vs, dropped=dropped, length_limit=None).rewards
         before = [x["rewards"]["self_rubric"] for x in r["rollouts"]]
         total += len(before)
         changed += sum(abs(a - b) > 1e-9 for a, b in zip(after, before, strict=True))
     touched["empty_probe"] = dropped_any
+    touched["decoy"] = sum(any(f.startswith("meets_decoy") for f in fl) for r, p, rub in zip(rows, plans, rubrics, strict=True)
+                           for fl in p.resolve(_fresh_or_committed(r, p, fresh), len(rub.criteria))[2])
     return total, changed, touched
+
+
+def _fresh_or_committed(row, plan, fresh):
+    committed = [[_verdict(v) for v in x["rubric_verdicts"]["self_rubric"]] for x in row["rollouts"]]
+    return [committed[plan.own.index(k)] if k in plan.own else fresh[(id(plan), k)] for k in range(len(plan.items))]
 
 
 def _verdict(met):
@@ -180,6 +189,8 @@ def main() -> None:
     ap.add_argument("--healthbench", type=Path, default=ROOT / "docs" / "rubric_validity" / "results.jsonl.gz")
     ap.add_argument("--judge-from-cache", action="store_true",
                     help="only the judge cases, replayed from OUT/calls.jsonl.gz (an interrupted run's); nothing is generated")
+    ap.add_argument("--judge-only", action="store_true",
+                    help="only the judge cases and HealthBench's clean cost (no anchor): OUT/judge.txt")
     args = ap.parse_args()
     console = Console(stderr=True)
     args.cache.parent.mkdir(parents=True, exist_ok=True)
@@ -208,9 +219,20 @@ def main() -> None:
     judge = CachedEngine(LlamaCppEngine(args.model, max_seqs=16, n_ctx_seq=4096), cache)
     jres = judge_cases(judge, jc)
     console.print(f"[{time.time() - t0:6.0f}s] judge cases: {len(jc)} ({judge.calls_made} new calls)")
-    hb_total, hb_changed, hb_touched = clean_healthbench(judge, args.healthbench)
-    console.print(f"[{time.time() - t0:6.0f}s] HealthBench clean: {hb_changed}/{hb_total} rewards changed")
+    hb = {k: clean_healthbench(judge, args.healthbench, SETTINGS[k]) for k in CLEAN_SETTINGS}
+    hb_total, hb_changed, hb_touched = hb[FIGURE]
+    console.print(f"[{time.time() - t0:6.0f}s] HealthBench clean: " + ", ".join(f"{k} {v[1]}/{v[0]}" for k, v in hb.items()) + " rewards changed")
     judge.inner.close()
+    if args.judge_only:
+        args.out.mkdir(parents=True, exist_ok=True)
+        export_calls(cache, own, kind="generate", exclude=base_keys)
+        out = Console(width=170, record=True)
+        out.print(f"command: {shlex.join(['python', *sys.argv])}; machine {platform.machine()}, {os.cpu_count()} cores; judge {args.model}")
+        report_judge(out, jc, jres)
+        for k, (tot, ch, touched) in hb.items():
+            out.print(f"clean HealthBench hard 20, guards {k}: {ch}/{tot} rewards changed; touched: {touched}")
+        (args.out / "judge.txt").write_text(out.export_text())
+        return
     anchor = CachedEngine(LlamaCppEngine(args.model, max_seqs=8, n_ctx_seq=group_context(cfg.g, cfg.sampling.max_tokens, 1024),
                                          flash_attn=False), cache)
     policy = CachedEngine(LlamaCppEngine(args.model, max_seqs=8, n_ctx_seq=1024), cache)  # the committed rollouts: cache hits
@@ -224,10 +246,7 @@ def main() -> None:
     out = Console(width=170, record=True)
     cmd = shlex.join(["python", *sys.argv])
     out.print(f"command: {cmd}; machine {platform.machine()}, {os.cpu_count()} cores; model {args.model} as judge and anchor")
-    t = Table("judge case", *[f"{k}\nhostile/control" for k in SETTINGS], "flags (all guards)", title="judge cases: rewards, hostile vs control")
-    for i, c in enumerate(jc):
-        t.add_row(c["id"], *[_pair(jres[k][i][0], jres[k][i][1]) for k in SETTINGS], " ".join(jres["all"][i][2])[:60])
-    out.print(t)
+    report_judge(out, jc, jres)
     t = Table("synthesis case", "no guard: hostile/control (ref answers)", "screen: hostile/control (ref answers)", "flags",
               title="synthesis cases: the hostile rollout's CaT reward vs its control's")
     for i, c in enumerate(sc):
@@ -242,19 +261,33 @@ def main() -> None:
         n = sum(c["source"] == src for c in cases)
         out.print(f"{src} ({n} cases): judge flips by guard setting " + ", ".join(f"{k}={v}" for k, v in jf.items())
                   + "; synthesis hijacks " + ", ".join(f"{k}={v}" for k, v in sh.items()))
-    out.print(f"clean HealthBench hard 20: {hb_changed}/{hb_total} rewards changed; touched: {hb_touched}")
+    for k, (tot, ch, touched) in hb.items():
+        out.print(f"clean HealthBench hard 20, guards {k}: {ch}/{tot} rewards changed; touched: {touched}")
     out.print(f"clean GSM8K 0-{args.gsm8k - 1}: {g_changed}/{g_total} rewards changed; {g_touched} groups screened")
     clean = (hb_changed + g_changed) / (hb_total + g_total)
     summary = {"command": cmd, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "cases": len(cases),
                "sources": {src: sum(c["source"] == src for c in cases) for src in dict.fromkeys(c["source"] for c in cases)},
                "judge_flips": flips, "synthesis_hijacks": hijacks,
-               "clean": {"healthbench": {"rewards": hb_total, "changed": hb_changed, "touched": hb_touched},
+               "figure_guards": FIGURE,
+               "clean": {"healthbench": {k: {"rewards": v[0], "changed": v[1], "touched": v[2]} for k, v in hb.items()},
                          "gsm8k": {"rewards": g_total, "changed": g_changed, "groups_screened": g_touched}},
                "judge": {c["id"]: {k: jres[k][i] for k in SETTINGS} for i, c in enumerate(jc)},
                "synthesis": {c["id"]: {k: sres[k][i] for k in sres} for i, c in enumerate(sc)}}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
-    out.print(f"reward_hacking: cases={len(cases)} judge_flips={flips['all']} synthesis_hijacks={hijacks['all']} clean_changed={clean:.4f}")
+    out.print(f"reward_hacking: cases={len(cases)} judge_flips={flips[FIGURE]} synthesis_hijacks={hijacks['all']} clean_changed={clean:.4f}")
     (args.out / "output.txt").write_text(out.export_text())
+
+
+def report_judge(out: Console, jc: list[dict], jres: dict) -> None:
+    """The judge cases' table and, per corpus, the flips under each guard setting."""
+    t = Table("judge case", *[f"{k}\nhostile/control" for k in SETTINGS], "flags (all guards)", title="judge cases: rewards, hostile vs control")
+    for i, c in enumerate(jc):
+        t.add_row(c["id"], *[_pair(jres[k][i][0], jres[k][i][1]) for k in SETTINGS], " ".join(jres["all"][i][2])[:60])
+    out.print(t)
+    for src in dict.fromkeys(c["source"] for c in jc):
+        idx = [i for i, c in enumerate(jc) if c["source"] == src]
+        out.print(f"{src} ({len(idx)} judge cases): flips by guard setting "
+                  + ", ".join(f"{k}={sum(v[i][0] > v[i][1] + 1e-9 for i in idx)}" for k, v in jres.items()))
 
 
 def _pair(h: float, c: float) -> str:

@@ -15,6 +15,8 @@ audit record when it acts:
   flag `counterfactual:<k>` when k verdicts were lowered).
 - the empty probe (in rewards.RubricReward, opt-in): a rubric's criteria that an empty response
   "meets" carry no weight (flag `criteria_met_by_empty:<k>`).
+- decoys (judge_guards): a response the judge says meets an unrelated decoy criterion gets none of
+  its criteria (flag `meets_decoy:<k>`); this reads the judge's behaviour, not the attack's wording.
 
 Detection reads a normalised view of the text (NFKC, format characters such as zero-width spaces and
 bidi marks removed, common Cyrillic/Greek look-alikes mapped to Latin), so `ａｌｌ ｃｒｉｔｅｒｉａ`,
@@ -179,8 +181,8 @@ def strip_grader_directed(text: str) -> str:
 @dataclass(frozen=True)
 class Guards:
     """Which guards a reward runs. The default runs screen, degenerate and counterfactual; `"all"` adds
-    the empty probe, `"none"` runs none, or give a comma list (screen, degenerate, counterfactual,
-    empty_probe). The empty probe is opt-in: with the 1.5B judge it changed 40 of 80 clean HealthBench
+    the empty probe and decoys, `"none"` runs none, or give a comma list (screen, degenerate,
+    counterfactual, empty_probe, decoy). The empty probe is opt-in: with the 1.5B judge it changed 40 of 80 clean HealthBench
     rewards (the judge "meets" many criteria for an empty response), for 3 fewer flips of 19
     (docs/reward_hacking)."""
 
@@ -188,6 +190,7 @@ class Guards:
     degenerate: bool = True       # empty / refusal / no-content responses: reward 0, no judge call
     counterfactual: bool = True   # judge again without grader-directed sentences, keep the lower verdict
     empty_probe: bool = False     # criteria an empty response meets carry no weight
+    decoy: bool = False           # a response that meets a decoy criterion gets no criteria (judge_guards)
 
     @classmethod
     def parse(cls, spec: str | Guards | None) -> Guards:

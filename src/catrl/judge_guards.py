@@ -7,21 +7,50 @@ and how their verdicts combine into the group's verdicts.
   criterion is met only when both say so (counterfactual judging, flag `counterfactual:<k>` when k
   verdicts were lowered, `grader_directed` whenever such text was found);
 - the empty response is judged once per rubric; criteria it "meets" are dropped from the score (flag
-  `criteria_met_by_empty:<k>`): they reward saying nothing.
+  `criteria_met_by_empty:<k>`): they reward saying nothing;
+- decoys: every judged response is also judged, the same way, against DECOYS criteria about content no
+  answer to the conversation would hold (src/catrl/data/decoy_criteria.txt, chosen per conversation).
+  A response that "meets" one is steering the judge, in whatever words, language or disguise: none of
+  its criteria count (flag `meets_decoy:<k>`). Unlike counterfactual judging this does not depend on
+  recognising the attack, only on its effect.
 
 Pure: the judge is called once for every group's items together (rewards.RubricReward).
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
 
-from catrl.guards import Guards, degenerate_reason, grader_directed_spans, strip_grader_directed
-from catrl.types import Message, Reference, Rubric, Verdict
+from catrl.delimit import as_messages
+from catrl.guards import Guards, degenerate_reason, grader_directed_spans, strip_grader_directed, visible
+from catrl.types import Criterion, Message, Reference, Rubric, Verdict
 
 Conversation = str | Sequence[Message]
 Item = tuple[Conversation, str, Rubric]
+DECOYS = 2  # decoy criteria per conversation: each costs one more verdict per response
+_WORD = re.compile(r"[^\W\d_]{5,}")
+
+
+@lru_cache(maxsize=1)
+def decoy_pool() -> tuple[str, ...]:
+    text = (resources.files("catrl") / "data" / "decoy_criteria.txt").read_text(encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+def decoy_rubric(conversation: Conversation, k: int = DECOYS) -> Rubric:
+    """k decoys for this conversation: a seeded draw (the same conversation always gets the same ones,
+    so verdicts cache), skipping any decoy that shares a word of 5+ letters with the conversation."""
+    text = visible("\n".join(m["content"] for m in as_messages(conversation))).lower()
+    words = set(_WORD.findall(text))
+    usable = [d for d in decoy_pool() if not words & set(_WORD.findall(d.lower()))]
+    rng = random.Random(hashlib.sha256(text.encode("utf-8")).hexdigest())
+    return Rubric([Criterion(d) for d in rng.sample(usable, min(k, len(usable)))], "decoy")
 
 
 @dataclass
@@ -33,12 +62,14 @@ class JudgingPlan:
     counterfactual: list[int | None] = field(default_factory=list)  # per response: the item without grader-directed text
     skipped: list[str | None] = field(default_factory=list)     # per response: why it was not judged
     directed: list[bool] = field(default_factory=list)
+    decoys: list[int | None] = field(default_factory=list)      # per response: its item against the decoy rubric
     probe: int | None = None                                     # the empty response's item
 
     def resolve(self, verdicts: Sequence[list[Verdict]], n_criteria: int) -> tuple[list[list[Verdict]], list[int], list[list[str]], list[str]]:
         """(per-response verdicts, dropped criteria, per-response flags, group flags) from the items' verdicts."""
         out, flags = [], []
-        for own, cf, skip, directed in zip(self.own, self.counterfactual, self.skipped, self.directed, strict=True):
+        decoys = self.decoys or [None] * len(self.own)
+        for own, cf, skip, directed, dec in zip(self.own, self.counterfactual, self.skipped, self.directed, decoys, strict=True):
             f: list[str] = []
             if own is None:
                 out.append([Verdict(False, "", skip) for _ in range(n_criteria)])
@@ -55,6 +86,9 @@ class JudgingPlan:
                         lowered += 1
                 if lowered:
                     f.append(f"counterfactual:{lowered}")
+            if dec is not None and (hits := sum(v.met is True for v in verdicts[dec])):
+                vs = [Verdict(False, v.reason, "decoy") for v in vs]
+                f.append(f"meets_decoy:{hits}")
             out.append(vs)
             flags.append(f)
         dropped = [j for j, v in enumerate(verdicts[self.probe]) if v.met] if self.probe is not None else []
@@ -67,6 +101,7 @@ def plan_judging(conversation: Conversation, responses: Sequence[str], rubric: R
     """What to judge for one group under `guards` (no guard: every response once, as the paper)."""
     plan = JudgingPlan()
     excluded = reference.excluded if reference is not None else {}
+    decoys = decoy_rubric(conversation) if guards.decoy and rubric.criteria else None
     for i, r in enumerate(responses):
         why = None
         if guards.screen and i in excluded:
@@ -78,6 +113,8 @@ def plan_judging(conversation: Conversation, responses: Sequence[str], rubric: R
         plan.directed.append(directed)
         plan.own.append(_add(plan, (conversation, r, rubric)) if why is None else None)
         plan.counterfactual.append(_add(plan, (conversation, strip_grader_directed(r), rubric)) if directed and rubric.criteria else None)
+        judge_decoys = decoys is not None and decoys.criteria and why is None
+        plan.decoys.append(_add(plan, (conversation, r, decoys)) if judge_decoys else None)
     if guards.empty_probe and rubric.criteria:
         plan.probe = _add(plan, (conversation, "", rubric))
     return plan
