@@ -116,7 +116,7 @@ def main() -> None:
     try:
         run(args, specs, cfg, examples, golds, policy, reader, console)
     finally:
-        n = export_new(cache, own, reader.identity, base_keys)
+        n = export_new(cache, own, policy.identity, base_keys)  # a prefix of the reader's too: rollouts and anchor calls
         console.print(f"{own}: {n:,} calls of this run")
 
 
