@@ -49,10 +49,11 @@ from catrl.types import Criterion, Rubric
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"none": "none", "screen": "screen", "degenerate": "degenerate", "counterfactual": "counterfactual",
             "empty_probe": "empty_probe", "decoy": "decoy", "default": "default",
-            "default+decoy": "screen,degenerate,counterfactual,decoy", "all": "all"}
+            "default+decoy": "screen,degenerate,counterfactual,decoy", "monitor": "monitor",
+            "default+monitor": "screen,degenerate,counterfactual,monitor", "all": "all"}
 
-FIGURE = "default+decoy"  # the guards the figure line reports (rewards' default once measured)
-CLEAN_SETTINGS = ("default", "default+decoy", "all")
+FIGURE = "default+monitor"  # the guards the figure line reports (rewards' default once measured)
+CLEAN_SETTINGS = ("default", "default+decoy", "default+monitor", "all")
 
 
 class CacheOnly:
@@ -163,8 +164,9 @@ def clean_healthbench(judge, path: Path, guards: str = "default") -> tuple[int, 
         total += len(before)
         changed += sum(abs(a - b) > 1e-9 for a, b in zip(after, before, strict=True))
     touched["empty_probe"] = dropped_any
-    touched["decoy"] = sum(any(f.startswith("meets_decoy") for f in fl) for r, p, rub in zip(rows, plans, rubrics, strict=True)
-                           for fl in p.resolve(_fresh_or_committed(r, p, fresh), len(rub.criteria))[2])
+    flags = [fl for r, p, rub in zip(rows, plans, rubrics, strict=True) for fl in p.resolve(_fresh_or_committed(r, p, fresh), len(rub.criteria))[2]]
+    touched["decoy"] = sum(any(f.startswith("meets_decoy") for f in fl) for fl in flags)
+    touched["monitor"] = sum("addresses_grader" in fl for fl in flags)
     return total, changed, touched
 
 
@@ -181,7 +183,7 @@ def _verdict(met):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
-    ap.add_argument("--cases", type=Path, nargs="+", default=[ROOT / "bench" / "data" / "hostile.jsonl", ROOT / "bench" / "data" / "hostile_heldout.jsonl"],
+    ap.add_argument("--cases", type=Path, nargs="+", default=[ROOT / "bench" / "data" / f for f in ("hostile.jsonl", "hostile_heldout.jsonl", "hostile_heldout2.jsonl")],
                     help="corpora; the first is the one the guards were written against, the others are held out")
     ap.add_argument("--out", type=Path, default=Path("docs/reward_hacking"))
     ap.add_argument("--cache", type=Path, default=Path("runs/reward_hacking/cache.sqlite"))
@@ -288,6 +290,8 @@ def report_judge(out: Console, jc: list[dict], jres: dict) -> None:
         idx = [i for i, c in enumerate(jc) if c["source"] == src]
         out.print(f"{src} ({len(idx)} judge cases): flips by guard setting "
                   + ", ".join(f"{k}={sum(v[i][0] > v[i][1] + 1e-9 for i in idx)}" for k, v in jres.items()))
+        out.print(f"{src}: honest controls whose reward the guards lowered "
+                  + ", ".join(f"{k}={sum(v[i][1] < jres['none'][i][1] - 1e-9 for i in idx)}" for k, v in jres.items()))
 
 
 def _pair(h: float, c: float) -> str:

@@ -16,7 +16,9 @@ audit record when it acts:
 - the empty probe (in rewards.RubricReward, opt-in): a rubric's criteria that an empty response
   "meets" carry no weight (flag `criteria_met_by_empty:<k>`).
 - decoys (judge_guards): a response the judge says meets an unrelated decoy criterion gets none of
-  its criteria (flag `meets_decoy:<k>`); this reads the judge's behaviour, not the attack's wording.
+  its criteria (flag `meets_decoy:<k>`); this reads the judge's behaviour, not the attack's wording;
+- the monitor (judge_guards): the judge is also asked whether the response holds text aimed at the
+  grader; one that does gets none of its criteria (flag `addresses_grader`).
 
 Detection reads a normalised view of the text (NFKC, format characters such as zero-width spaces and
 bidi marks removed, common Cyrillic/Greek look-alikes mapped to Latin), so `ａｌｌ ｃｒｉｔｅｒｉａ`,
@@ -191,6 +193,7 @@ class Guards:
     counterfactual: bool = True   # judge again without grader-directed sentences, keep the lower verdict
     empty_probe: bool = False     # criteria an empty response meets carry no weight
     decoy: bool = False           # a response that meets a decoy criterion gets no criteria (judge_guards)
+    monitor: bool = False         # a response the judge says addresses the grader gets no criteria (judge_guards)
 
     @classmethod
     def parse(cls, spec: str | Guards | None) -> Guards:

@@ -12,7 +12,11 @@ and how their verdicts combine into the group's verdicts.
   answer to the conversation would hold (src/catrl/data/decoy_criteria.txt, chosen per conversation).
   A response that "meets" one is steering the judge, in whatever words, language or disguise: none of
   its criteria count (flag `meets_decoy:<k>`). Unlike counterfactual judging this does not depend on
-  recognising the attack, only on its effect.
+  recognising the attack, only on its effect;
+- the monitor: every judged response is also judged, the same way, against one more criterion: that it
+  holds text aimed at the grader (src/catrl/prompts/monitor_criterion.txt). The judge reads any
+  language or disguise a pattern misses, and text that pushes it to say "yes" pushes this "yes" too.
+  A response that meets it gets none of its criteria (flag `addresses_grader`).
 
 Pure: the judge is called once for every group's items together (rewards.RubricReward).
 """
@@ -43,6 +47,19 @@ def decoy_pool() -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
+@lru_cache(maxsize=1)
+def monitor_criterion() -> str:
+    return (resources.files("catrl") / "prompts" / "monitor_criterion.txt").read_text(encoding="utf-8").strip()
+
+
+def canary_rubric(conversation: Conversation, guards: Guards) -> Rubric:
+    """The criteria no honest response meets, judged beside its own: the monitor's, then the decoys.
+    Each criterion's tag says which guard it serves."""
+    crit = [Criterion(monitor_criterion(), tags=["monitor"])] if guards.monitor else []
+    crit += [Criterion(c.text, tags=["decoy"]) for c in decoy_rubric(conversation).criteria] if guards.decoy else []
+    return Rubric(crit, "canary")
+
+
 def decoy_rubric(conversation: Conversation, k: int = DECOYS) -> Rubric:
     """k decoys for this conversation: a seeded draw (the same conversation always gets the same ones,
     so verdicts cache), skipping any decoy that shares a word of 5+ letters with the conversation."""
@@ -62,14 +79,15 @@ class JudgingPlan:
     counterfactual: list[int | None] = field(default_factory=list)  # per response: the item without grader-directed text
     skipped: list[str | None] = field(default_factory=list)     # per response: why it was not judged
     directed: list[bool] = field(default_factory=list)
-    decoys: list[int | None] = field(default_factory=list)      # per response: its item against the decoy rubric
+    canaries: list[int | None] = field(default_factory=list)    # per response: its item against the canary rubric
+    canary_kinds: list[str] = field(default_factory=list)       # per canary criterion: "monitor" or "decoy"
     probe: int | None = None                                     # the empty response's item
 
     def resolve(self, verdicts: Sequence[list[Verdict]], n_criteria: int) -> tuple[list[list[Verdict]], list[int], list[list[str]], list[str]]:
         """(per-response verdicts, dropped criteria, per-response flags, group flags) from the items' verdicts."""
         out, flags = [], []
-        decoys = self.decoys or [None] * len(self.own)
-        for own, cf, skip, directed, dec in zip(self.own, self.counterfactual, self.skipped, self.directed, decoys, strict=True):
+        canaries = self.canaries or [None] * len(self.own)
+        for own, cf, skip, directed, can in zip(self.own, self.counterfactual, self.skipped, self.directed, canaries, strict=True):
             f: list[str] = []
             if own is None:
                 out.append([Verdict(False, "", skip) for _ in range(n_criteria)])
@@ -86,9 +104,14 @@ class JudgingPlan:
                         lowered += 1
                 if lowered:
                     f.append(f"counterfactual:{lowered}")
-            if dec is not None and (hits := sum(v.met is True for v in verdicts[dec])):
-                vs = [Verdict(False, v.reason, "decoy") for v in vs]
-                f.append(f"meets_decoy:{hits}")
+            if can is not None:
+                hit = [k for k, v in zip(self.canary_kinds, verdicts[can], strict=True) if v.met is True]
+                if "monitor" in hit:
+                    f.append("addresses_grader")
+                if hit.count("decoy"):
+                    f.append(f"meets_decoy:{hit.count('decoy')}")
+                if hit:
+                    vs = [Verdict(False, v.reason, hit[0]) for v in vs]
             out.append(vs)
             flags.append(f)
         dropped = [j for j, v in enumerate(verdicts[self.probe]) if v.met] if self.probe is not None else []
@@ -101,7 +124,8 @@ def plan_judging(conversation: Conversation, responses: Sequence[str], rubric: R
     """What to judge for one group under `guards` (no guard: every response once, as the paper)."""
     plan = JudgingPlan()
     excluded = reference.excluded if reference is not None else {}
-    decoys = decoy_rubric(conversation) if guards.decoy and rubric.criteria else None
+    canary = canary_rubric(conversation, guards) if rubric.criteria else Rubric([], "canary")
+    plan.canary_kinds = [c.tags[0] for c in canary.criteria]
     for i, r in enumerate(responses):
         why = None
         if guards.screen and i in excluded:
@@ -113,8 +137,7 @@ def plan_judging(conversation: Conversation, responses: Sequence[str], rubric: R
         plan.directed.append(directed)
         plan.own.append(_add(plan, (conversation, r, rubric)) if why is None else None)
         plan.counterfactual.append(_add(plan, (conversation, strip_grader_directed(r), rubric)) if directed and rubric.criteria else None)
-        judge_decoys = decoys is not None and decoys.criteria and why is None
-        plan.decoys.append(_add(plan, (conversation, r, decoys)) if judge_decoys else None)
+        plan.canaries.append(_add(plan, (conversation, r, canary)) if canary.criteria and why is None else None)
     if guards.empty_probe and rubric.criteria:
         plan.probe = _add(plan, (conversation, "", rubric))
     return plan
