@@ -27,6 +27,17 @@ CLEAN = [
 ]
 
 
+@pytest.mark.parametrize("name", ["hostile", "hostile_heldout", "hostile_heldout2"])
+def test_every_corpus_case_has_the_fields_its_kind_needs(name):
+    rows = [json.loads(line) for line in (Path(__file__).parents[1] / "bench" / "data" / f"{name}.jsonl").open(encoding="utf-8")]
+    need = {"judge": {"conversation", "criteria", "hostile", "control"}, "synthesis": {"base", "gold", "planted", "hostile", "control"}}
+    assert len({r["id"] for r in rows}) == len(rows)
+    for r in rows:
+        assert need[r["kind"]] <= set(r), r["id"]
+        if r["kind"] == "synthesis":
+            assert r["gold"] != r["planted"] and all(b.rstrip().endswith("}") for b in r["base"]), r["id"]
+
+
 def test_the_corpus_has_sixty_cases_each_with_a_control():
     assert len(CORPUS) >= 60 and len({c["id"] for c in CORPUS}) == len(CORPUS)
     assert all(c["control"] and c["hostile"] != c["control"] for c in CORPUS)

@@ -183,10 +183,11 @@ def strip_grader_directed(text: str) -> str:
 @dataclass(frozen=True)
 class Guards:
     """Which guards a reward runs. The default runs screen, degenerate and counterfactual; `"all"` adds
-    the empty probe and decoys, `"none"` runs none, or give a comma list (screen, degenerate,
-    counterfactual, empty_probe, decoy). The empty probe is opt-in: with the 1.5B judge it changed 40 of 80 clean HealthBench
+    the empty probe, decoys and the monitor, `"none"` runs none, or give a comma list (screen, degenerate,
+    counterfactual, empty_probe, decoy, monitor). The empty probe is opt-in: with the 1.5B judge it changed 40 of 80 clean HealthBench
     rewards (the judge "meets" many criteria for an empty response), for 3 fewer flips of 19
-    (docs/reward_hacking)."""
+    (docs/reward_hacking). Decoys and the monitor are opt-in too: with the 1.5B judge they removed no
+    flip beyond the default (docs/reward_hacking)."""
 
     screen: bool = True           # junk and anchor-directed text kept out of the anchor's prompt
     degenerate: bool = True       # empty / refusal / no-content responses: reward 0, no judge call
