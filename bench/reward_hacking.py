@@ -156,15 +156,16 @@ def clean_healthbench(judge, path: Path, guards: str = "default") -> tuple[int, 
     judged = judge_many(judge, [p.items[k] for p, k in new_items], "per_criterion")
     fresh = {(id(p), k): v for (p, k), v in zip(new_items, judged, strict=True)}
     total = changed = dropped_any = 0
+    flags: list[list[str]] = []
     for r, p, rub in zip(rows, plans, rubrics, strict=True):
-        vs, dropped, _, _ = p.resolve(_fresh_or_committed(r, p, fresh), len(rub.criteria))
+        vs, dropped, fl, _ = p.resolve(_fresh_or_committed(r, p, fresh), len(rub.criteria))
         dropped_any += bool(dropped)
+        flags += fl
         after = rubric_rewards(None, rub, vs, dropped=dropped, length_limit=None).rewards
         before = [x["rewards"]["self_rubric"] for x in r["rollouts"]]
         total += len(before)
         changed += sum(abs(a - b) > 1e-9 for a, b in zip(after, before, strict=True))
     touched["empty_probe"] = dropped_any
-    flags = [fl for r, p, rub in zip(rows, plans, rubrics, strict=True) for fl in p.resolve(_fresh_or_committed(r, p, fresh), len(rub.criteria))[2]]
     touched["decoy"] = sum(any(f.startswith("meets_decoy") for f in fl) for fl in flags)
     touched["monitor"] = sum("addresses_grader" in fl for fl in flags)
     return total, changed, touched

@@ -56,7 +56,7 @@ def canary_rubric(conversation: Conversation, guards: Guards) -> Rubric:
     """The criteria no honest response meets, judged beside its own: the monitor's, then the decoys.
     Each criterion's tag says which guard it serves."""
     crit = [Criterion(monitor_criterion(), tags=["monitor"])] if guards.monitor else []
-    crit += [Criterion(c.text, tags=["decoy"]) for c in decoy_rubric(conversation).criteria] if guards.decoy else []
+    crit += decoy_rubric(conversation).criteria if guards.decoy else []
     return Rubric(crit, "canary")
 
 
@@ -67,7 +67,7 @@ def decoy_rubric(conversation: Conversation, k: int = DECOYS) -> Rubric:
     words = set(_WORD.findall(text))
     usable = [d for d in decoy_pool() if not words & set(_WORD.findall(d.lower()))]
     rng = random.Random(hashlib.sha256(text.encode("utf-8")).hexdigest())
-    return Rubric([Criterion(d) for d in rng.sample(usable, min(k, len(usable)))], "decoy")
+    return Rubric([Criterion(d, tags=["decoy"]) for d in rng.sample(usable, min(k, len(usable)))], "decoy")
 
 
 @dataclass
@@ -86,8 +86,7 @@ class JudgingPlan:
     def resolve(self, verdicts: Sequence[list[Verdict]], n_criteria: int) -> tuple[list[list[Verdict]], list[int], list[list[str]], list[str]]:
         """(per-response verdicts, dropped criteria, per-response flags, group flags) from the items' verdicts."""
         out, flags = [], []
-        canaries = self.canaries or [None] * len(self.own)
-        for own, cf, skip, directed, can in zip(self.own, self.counterfactual, self.skipped, self.directed, canaries, strict=True):
+        for own, cf, skip, directed, can in zip(self.own, self.counterfactual, self.skipped, self.directed, self.canaries, strict=True):
             f: list[str] = []
             if own is None:
                 out.append([Verdict(False, "", skip) for _ in range(n_criteria)])
