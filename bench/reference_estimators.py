@@ -233,9 +233,10 @@ def table_cells(rows: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def export_new(cache: CallCache, path: Path, engine: str, base_keys: set[str]) -> int:
-    """This bench's own calls (not those the committed files it imported carry), gzip JSONL; the
-    rollouts' token logprobs rounded to 4 digits (error <= 5e-5 nats) to keep new rollouts small."""
-    return export_calls(cache, path, engine_contains=engine, kind="generate", exclude=base_keys, logprob_digits=4)
+    """This bench's own calls (not those the committed files it imported carry), gzip JSONL: rollouts,
+    anchor generations and the verifier's scorings; token logprobs rounded to 4 digits (error <= 5e-5
+    nats) to keep new rollouts small."""
+    return export_calls(cache, path, engine_contains=engine, exclude=base_keys, logprob_digits=4)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Reference estimators: what each sends the anchor, how each picks, its bad-input errors, and one
 real-model run of every estimator that calls an anchor."""
 
+import math
+
 import pytest
 
 from catrl.errors import InputError
@@ -155,6 +157,35 @@ def test_confidence_vote_weights_by_logprobs_and_flags_missing_ones():
     assert had and abs(sum(w) - 1) < 1e-9
 
 
+def yes_to(answer):
+    """A scripted verifier: P(Yes) 0.9 for candidates holding `answer`, 0.2 for the rest."""
+    def nll(prompt, cont):
+        p = 0.9 if f"\\boxed{{{answer}}}" in prompt else 0.2
+        return -math.log(p if cont == "Yes" else 1 - p)
+    return ScriptedEngine(nll=nll)
+
+
+def test_verified_vote_weighs_each_vote_by_the_anchors_yes_probability():
+    anchor = yes_to(12)
+    ref = parse_estimator("verified_vote").estimate(anchor, group(12, 12, 5, 5, 5))
+    assert ref.answer == "12" and ref.flags == ["overrules_vote"]  # 2 x 0.9 > 3 x 0.2
+    assert [c["candidate"] for c in ref.calls] == [0, 1, 2, 3, 4] and [c["p_yes"] for c in ref.calls] == [0.9, 0.9, 0.2, 0.2, 0.2]
+    assert [c for _, c in anchor.scored] == ["Yes", "No"] * 5
+    assert all(r.messages[-1]["content"].count("</candidate>") == 1 for r, _ in anchor.scored)  # one candidate per prompt: no order
+    assert parse_estimator("verified_vote:alpha=0").estimate(yes_to(12), group(12, 12, 5, 5, 5)).answer == "5"  # alpha 0: the plain vote
+
+
+def test_verified_vote_scope_reps_reads_one_candidate_per_answer_and_skips_unanimous_groups():
+    anchor = yes_to(12)
+    ref = parse_estimator("verified_vote:scope=reps").estimate(anchor, group(12, 12, 5, 5, 5))
+    assert len(anchor.scored) == 4 and ref.answer == "12"  # one representative per class, Yes and No each: 2 x 0.9 > 3 x 0.2
+    anchor = yes_to(12)
+    ref = parse_estimator("verified_vote").estimate(anchor, group(5, 5))
+    assert anchor.scored == [] and ref.answer == "5" and ref.flags == ["unanimous"]
+    ref = parse_estimator("verified_vote").estimate(anchor, group(None, None))
+    assert ref.answer is None and "no_candidate_answers" in ref.flags
+
+
 def test_votes_with_no_answer_give_a_flagged_empty_reference():
     for name in ("majority", "confidence_vote"):
         ref = parse_estimator(name).estimate(None, group(None, None))
@@ -172,6 +203,7 @@ def test_medoid_picks_the_central_text():
 @pytest.mark.parametrize("spec,msg", [
     ("nope", "unknown estimator"), ("permutation:k=0", "k must be >= 1"), ("recursive:m=1", "m must be >= 2"),
     ("permutation:x=1", "unknown parameter"), ("confidence_vote:tau=0", "tau must be > 0"), ("cluster:order=z", "order must be"),
+    ("verified_vote:scope=some", "scope must be all or reps"), ("verified_vote:alpha=-1", "alpha must be >= 0"),
 ])
 def test_bad_specs_fail_before_any_model_loads(spec, msg):
     with pytest.raises(InputError, match=msg):
@@ -181,7 +213,7 @@ def test_bad_specs_fail_before_any_model_loads(spec, msg):
 def test_m_above_g_and_answerless_estimators_in_freeform_are_refused():
     with pytest.raises(InputError, match="more than the group's 4"):
         check_estimator("recursive:m=5", 4)
-    for name in ("cluster", "confidence_vote", "majority"):
+    for name in ("cluster", "confidence_vote", "majority", "verified_vote"):
         with pytest.raises(InputError, match="reasoning"):
             check_estimator(name, 8, "freeform")
     with pytest.raises(InputError, match="more than the group's 3"):
@@ -193,7 +225,7 @@ def test_no_estimator_sees_the_question():
         anchor = ScriptedEngine()
         reward = CaTReward(anchor, estimator=name)
         rec = reward(QUESTION, group(12, 12, 5, None))
-        assert all(QUESTION not in r.messages[-1]["content"] for r in anchor.requests)
+        assert all(QUESTION not in r.messages[-1]["content"] for r in anchor.requests + [r for r, _ in anchor.scored])
         assert rec.reference.estimator["name"] == name
 
 
@@ -237,6 +269,14 @@ def test_every_anchor_estimator_on_a_real_model(smol_engine, spec):
     assert ref.calls and all(c["prompt_tokens"] > 0 for c in ref.calls)
     assert ref.prompt and ref.prompt[-1]["content"].count("<candidate id=") >= 2
     assert ref.anchor_tokens[0] > 0
+
+
+@pytest.mark.real_model
+def test_verified_vote_on_a_real_model(smol_engine):
+    texts = ["3 boxes of 4 is 12.\n\\boxed{12}", "4 * 3 = 12\n\\boxed{12}", "I think 7.\n\\boxed{7}"]
+    ref = parse_estimator("verified_vote").estimate(smol_engine, texts)
+    assert ref.answer in ("12", "7") and [c["candidate"] for c in ref.calls] == [0, 1, 2]
+    assert all(0 < c["p_yes"] < 1 and c["prompt_tokens"] > 20 for c in ref.calls)
 
 
 @pytest.mark.real_model

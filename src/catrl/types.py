@@ -106,6 +106,7 @@ class ScoredContinuation:
     """Per-token logprobs of a given continuation under the model (teacher forcing)."""
 
     tokens: list[TokenLogprob]
+    prompt_tokens: int = 0  # the prompt read before the continuation (what scoring cost); 0 where unknown
 
     @property
     def mean_nll(self) -> float:
@@ -114,11 +115,11 @@ class ScoredContinuation:
         return -sum(t.logprob for t in self.tokens) / len(self.tokens)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tokens": [asdict(t) for t in self.tokens]}
+        return {"tokens": [asdict(t) for t in self.tokens], "prompt_tokens": self.prompt_tokens}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScoredContinuation:
-        return cls(tokens=[TokenLogprob(**t) for t in d["tokens"]])
+        return cls(tokens=[TokenLogprob(**t) for t in d["tokens"]], prompt_tokens=d.get("prompt_tokens", 0))
 
 
 @dataclass

@@ -544,7 +544,7 @@ class LlamaCppEngine:
             llama_cpp.llama_memory_seq_rm(mem, self._stash, -1, -1)
             llama_cpp.llama_memory_seq_cp(mem, 0, self._stash, -1, -1)
             stash[:] = tokens
-        return ScoredContinuation(tokens=out)
+        return ScoredContinuation(tokens=out, prompt_tokens=len(prompt))
 
     def close(self) -> None:
         if getattr(self, "_batch", None) is not None:
