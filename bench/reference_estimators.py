@@ -70,6 +70,20 @@ def lone_last(ref, answers) -> tuple[int | None, bool | None]:
     return shown[0].index(j), any(o[-1] == j for o in shown)
 
 
+def verifier_auc(refs, answers, golds) -> tuple[float | None, int]:
+    """How well the anchor-verifier's P(Yes) separates right rollouts from wrong ones (gold used only
+    here, to score): the AUC over every verified rollout (0.5 is no signal), and how many were verified."""
+    right, wrong = [], []
+    for ref, ans, gold in zip(refs, answers, golds, strict=True):
+        for c in ref.calls:
+            if "p_yes" in c:
+                (right if is_right(gold, ans[c["candidate"]]) else wrong).append(c["p_yes"])
+    if not right or not wrong:
+        return None, len(right) + len(wrong)
+    wins = sum((a > b) + 0.5 * (a == b) for a in right for b in wrong)
+    return wins / (len(right) * len(wrong)), len(right) + len(wrong)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
@@ -108,15 +122,15 @@ def main() -> None:
     cfg.sampling = replace(cfg.sampling, max_tokens=max_tokens)
     examples = load_examples(args.dataset, None, args.end)[args.start:args.end]
     golds = [gold_answer(args.dataset, e.gold) for e in examples]
-    policy = CachedEngine(LlamaCppEngine(args.model, max_seqs=64, n_ctx_seq=max_tokens + 512), cache)
+    policy = CachedEngine(LlamaCppEngine(args.model, max_seqs=64, n_ctx_seq=max_tokens + 512), cache, track_keys=True)
     ctx = group_context(cfg.g, cfg.sampling.max_tokens, cfg.anchor_sampling.max_tokens)
-    reader = CachedEngine(LlamaCppEngine(args.model, max_seqs=args.reader_seqs, n_ctx_seq=ctx, flash_attn=False), cache)
+    reader = CachedEngine(LlamaCppEngine(args.model, max_seqs=args.reader_seqs, n_ctx_seq=ctx, flash_attn=False), cache, track_keys=True)
     # a stopped run (Ctrl-C, SIGTERM at a session's end) still writes its calls, so the next run resumes
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         run(args, specs, cfg, examples, golds, policy, reader, console)
     finally:
-        n = export_new(cache, own, policy.identity, base_keys)  # a prefix of the reader's too: rollouts and anchor calls
+        n = export_new(cache, own, policy.identity, base_keys, policy.keys_used | reader.keys_used)
         console.print(f"{own}: {n:,} calls of this run")
 
 
@@ -153,19 +167,21 @@ def run(args: argparse.Namespace, specs: list[str], cfg: EvalConfig, examples: l
         table = [sum(1 for p, _ in lone if p == i) for i in range(width)]
         prompted = [last for p, last in lone if p is not None and last is not None]
         pt = [r.anchor_tokens for r in refs]
+        auc, verified = verifier_auc(refs, answers, golds)
         rows[spec] = {
             "estimator": est.spec(), "correct": correct, "accuracy": asdict(accuracy(correct)),
             "prompt_tokens_per_q": sum(p for p, _ in pt) / len(pt), "completion_tokens_per_q": sum(c for _, c in pt) / len(pt),
             "fresh_calls": fresh, "seconds": seconds, "seconds_per_fresh_call": seconds / fresh if fresh else None,
             "lone_position_counts": table, "lone_in_prompt": len(prompted),
             "last_position_share": sum(prompted) / len(prompted) if prompted else 0.0,
-            "disagree_with_majority": sum(disagree),
+            "disagree_with_majority": sum(disagree), "verifier_auc": auc, "verified_rollouts": verified,
             "right_when_disagreeing": sum(c and d for c, d in zip(correct, disagree, strict=True)),
             "flags": sorted({f for r in refs for f in r.flags}),
             "references": [{"id": e.id, "answer": r.answer, "correct": c, "flags": r.flags, "order": r.order, "calls": r.calls}
                            for e, r, c in zip(examples, refs, correct, strict=True)],
         }
-        console.print(f"[{time.time() - t0:6.0f}s] {spec}: acc {rows[spec]['accuracy']['mean']:.3f} ({fresh} new calls, {seconds:.0f}s)")
+        console.print(f"[{time.time() - t0:6.0f}s] {spec}: acc {rows[spec]['accuracy']['mean']:.3f} ({fresh} new calls, {seconds:.0f}s)"
+                      + (f"; verifier AUC {auc:.3f} over {verified} rollouts" if auc is not None else ""))
         if not args.no_junk:
             jr = est.estimate(reader, JUNK_GROUP, "reasoning", cfg.anchor_sampling)
             rows[spec]["junk_case"] = {"answer": jr.answer, "flags": jr.flags, "finish_reason": jr.finish_reason}
@@ -232,11 +248,11 @@ def table_cells(rows: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     return head, cells
 
 
-def export_new(cache: CallCache, path: Path, engine: str, base_keys: set[str]) -> int:
-    """This bench's own calls (not those the committed files it imported carry), gzip JSONL: rollouts,
-    anchor generations and the verifier's scorings; token logprobs rounded to 4 digits (error <= 5e-5
-    nats) to keep new rollouts small."""
-    return export_calls(cache, path, engine_contains=engine, exclude=base_keys, logprob_digits=4)
+def export_new(cache: CallCache, path: Path, engine: str, base_keys: set[str], used: set[str]) -> int:
+    """The calls this run used (rollouts, anchor generations, the verifier's scorings) that no committed
+    file it imported carries, as gzip JSONL: other runs sharing the cache stay out. Token logprobs are
+    rounded to 4 digits (error <= 5e-5 nats) to keep new rollouts small."""
+    return export_calls(cache, path, engine_contains=engine, exclude=base_keys, only=used, logprob_digits=4)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,20 @@ def test_export_then_import_replays_every_call_on_another_machine(tmp_path):
     assert there.cache.summary() == [("fake:1", "generate", 2), ("fake:1", "score", 1)]
 
 
+def test_a_run_exports_only_the_calls_it_used_when_the_cache_holds_other_runs(tmp_path):
+    from catrl.cache import export_calls
+
+    cache = CallCache(tmp_path / "shared.sqlite")
+    CachedEngine(CountingEngine(), cache).generate([ChatRequest.user("another run"), ChatRequest.user("theirs")], Sampling(seed=0))
+    run = CachedEngine(CountingEngine(), cache, track_keys=True)
+    run.generate([ChatRequest.user("another run"), ChatRequest.user("mine")], Sampling(seed=0))  # one cached, one new
+    run.score([ChatRequest.user("q")], ["Yes"])
+    assert len(run.keys_used) == 3 and CachedEngine(CountingEngine(), cache).keys_used is None  # tracking is opt-in
+    assert export_calls(cache, tmp_path / "mine.jsonl", only=run.keys_used) == 3
+    assert export_calls(cache, tmp_path / "new.jsonl", only=run.keys_used, kind="generate") == 2
+    assert export_calls(cache, tmp_path / "all.jsonl") == 4  # "theirs" stays out of the run's own export
+
+
 def test_import_keeps_local_results_and_recomputes_keys(tmp_path):
     """A line whose request was edited can only answer the edited request, never the original one."""
     import json

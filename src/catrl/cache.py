@@ -106,20 +106,24 @@ CALL_FIELDS = {"engine": str, "kind": str, "request": dict}
 
 
 def export_calls(cache: CallCache, path: str | Path, engine_contains: str | None = None, kind: str | None = None,
-                 logprob_digits: int | None = None, exclude: Iterable[str] = ()) -> int:
+                 logprob_digits: int | None = None, exclude: Iterable[str] = (), only: Iterable[str] | None = None) -> int:
     """Write the cache's calls as JSONL (one call a line: engine, kind, request, result, created), so a
     run's exact model calls travel with its report and another machine replays them for free.
     `logprob_digits` rounds every token logprob: at 4 digits (error <= 5e-5 nats) a GSM8K group of 8
     rollouts with logprobs takes a third of its full-precision size in gzip, small enough for git.
-    `exclude`: call keys to leave out (calls another export already carries)."""
+    `exclude`: call keys to leave out (calls another export already carries); `only`: the keys to write
+    (a run's own calls, where the cache holds other runs' too)."""
     path = Path(path)
     skip = set(exclude)
+    keep = None if only is None else set(only)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     with gzip.open(path, "wt", encoding="utf-8") if path.suffix == ".gz" else open(path, "w", encoding="utf-8") as f:
         for row in cache.rows(engine_contains, kind):
-            if skip and call_key(row["engine"], row["kind"], row["request"]) in skip:
-                continue
+            if skip or keep is not None:
+                key = call_key(row["engine"], row["kind"], row["request"])
+                if key in skip or (keep is not None and key not in keep):
+                    continue
             if logprob_digits is not None:
                 row["result"] = _round_logprobs(row["result"], logprob_digits)
             f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")

@@ -52,19 +52,22 @@ def _generate_request(req: ChatRequest, sampling: Sampling, n: int) -> dict:
 class CachedEngine:
     """Wraps an engine so every finished call is stored at once and never made again."""
 
-    def __init__(self, inner: Engine, cache: CallCache):
+    def __init__(self, inner: Engine, cache: CallCache, track_keys: bool = False):
         self.inner = inner
         self.cache = cache
         self.identity = inner.identity
         self.supports_logprobs = inner.supports_logprobs
         self.supports_scoring = inner.supports_scoring
         self.calls_made = 0  # requests that reached the inner engine
+        self.keys_used: set[str] | None = set() if track_keys else None  # with track_keys, every call served, cached or new (a run's export)
 
     def generate(
         self, requests: Sequence[ChatRequest], sampling: Sampling, n: int = 1, on_result: OnResult | None = None
     ) -> list[list[Completion]]:
         out: list[list[Completion] | None] = [None] * len(requests)
         keys = [call_key(self.identity, "generate", _generate_request(r, sampling, n)) for r in requests]
+        if self.keys_used is not None:
+            self.keys_used.update(keys)
         missing: list[int] = []
         for i, key in enumerate(keys):
             hit = self.cache.get(key)
@@ -99,6 +102,8 @@ class CachedEngine:
         out: list[ScoredContinuation | None] = [None] * len(requests)
         payloads = [{"messages": r.to_list(), "continuation": c} for r, c in zip(requests, continuations, strict=True)]
         keys = [call_key(self.identity, "score", p) for p in payloads]
+        if self.keys_used is not None:
+            self.keys_used.update(keys)
         missing = []
         for i, key in enumerate(keys):
             hit = self.cache.get(key)
