@@ -121,9 +121,8 @@ class VerifiedVote(Estimator):
         p_yes = {k: p for k, p in zip(todo, scored, strict=True)}
         out = []
         for gi, (t, (classes, who)) in enumerate(zip(texts, plans, strict=True)):
-            if not who:
-                ref = _voted(self, t, classes[0][0] if classes else None, classes, [1.0] * len(t), ["unanimous"] if classes else [])
-                out.append(ref)
+            if not who:  # unanimous, or no answer at all
+                out.append(_voted(self, t, classes[0][0] if classes else None, classes, [1.0] * len(t), ["unanimous"] if classes else []))
                 continue
             records = [{"candidate": i, "prompt_tokens": p_yes[gi, i][1], "completion_tokens": 0, "p_yes": round(p_yes[gi, i][0], 4)} for i in who]
             p = {i: p_yes[gi, i][0] for i in who}
