@@ -186,6 +186,17 @@ def test_verified_vote_scope_reps_reads_one_candidate_per_answer_and_skips_unani
     assert ref.answer is None and "no_candidate_answers" in ref.flags
 
 
+def test_a_reward_with_verified_vote_refuses_an_anchor_that_cannot_score():
+    from catrl.errors import EngineError
+
+    class NoScoring(ScriptedEngine):
+        supports_scoring = False
+
+    with pytest.raises(EngineError, match="cannot score"):
+        CaTReward(NoScoring(), estimator="verified_vote")
+    assert CaTReward(NoScoring(), estimator="cluster").estimator.name == "cluster"
+
+
 def test_votes_with_no_answer_give_a_flagged_empty_reference():
     for name in ("majority", "confidence_vote"):
         ref = parse_estimator(name).estimate(None, group(None, None))

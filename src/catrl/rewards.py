@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from catrl.engines.base import Engine
+from catrl.engines.base import Engine, require_scoring
 from catrl.estimators import Estimator, check_estimator
 from catrl.errors import EngineError, InputError
 from catrl.guards import Guards
@@ -114,6 +114,8 @@ class CaTReward:
         self.estimator = check_estimator(self.estimator, mode="reasoning", match=self.match)
         if self.include_question and self.estimator.name != "synthesis":
             raise InputError(f"include_question=True is the paper's synthesis ablation; estimator {self.estimator.name!r} never sees the question")
+        if self.estimator.needs_scoring:
+            require_scoring(self.anchor)  # said once, here, instead of an anchor_error on every group
 
     def __call__(self, question: str | None, rollouts: Sequence[str]) -> RewardRecord:
         return self.score_groups([question], [rollouts])[0]

@@ -128,6 +128,11 @@ class Estimator:
     def uses_anchor(self) -> bool:
         return True
 
+    @property
+    def needs_scoring(self) -> bool:
+        """Whether the anchor must score continuations (teacher forcing), which not every engine can."""
+        return False
+
     def estimate(self, anchor: Engine | None, rollouts: Sequence[Candidate], mode: str = "reasoning",
                  sampling: Sampling | None = None) -> Reference:
         return self.estimate_many(anchor, [rollouts], mode, sampling)[0]

@@ -97,6 +97,10 @@ class VerifiedVote(Estimator):
     def __post_init__(self):
         self.name = "verified_vote"
 
+    @property
+    def needs_scoring(self) -> bool:
+        return True
+
     def check(self, g=None, mode="reasoning"):
         super().check(g, mode)
         if mode != "reasoning":
