@@ -157,6 +157,18 @@ def test_confidence_vote_weights_by_logprobs_and_flags_missing_ones():
     assert had and abs(sum(w) - 1) < 1e-9
 
 
+def test_tail_confidence_reads_only_the_last_tokens():
+    """Sure at the end but not before (answer 2) against unsure at the end (answer 1): the whole-trace
+    mean favours 1, the last two tokens favour 2."""
+    def trace(answer, lps):
+        return Completion(f"\\boxed{{{answer}}}", "stop", 5, len(lps), logprobs=[TokenLogprob("t", x) for x in lps])
+    comps = [trace(1, [-0.1, -0.1, -0.1, -0.1, -1.0, -1.0]), trace(2, [-3.0, -3.0, -3.0, -3.0, -0.1, -0.1])]
+    assert parse_estimator("confidence_vote:tau=0.1").estimate(None, comps).answer == "1"
+    assert parse_estimator("confidence_vote:tau=0.1,tail=2").estimate(None, comps).answer == "2"
+    with pytest.raises(InputError, match="tail must be >= 0"):
+        parse_estimator("confidence_vote:tail=-1")
+
+
 def yes_to(answer):
     """A scripted verifier: P(Yes) 0.9 for candidates holding `answer`, 0.2 for the rest."""
     def nll(prompt, cont):

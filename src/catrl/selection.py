@@ -102,13 +102,15 @@ def universal_self_consistency(engine: Engine, questions: Sequence[str], groups:
     return _choose(engine, "usc", questions, groups, sampling or Sampling(temperature=0, max_tokens=512))
 
 
-def mean_nll(c: Completion) -> float | None:
-    """Mean token NLL from a completion's own logprobs; None when it has none; inf when it is empty."""
+def mean_nll(c: Completion, tail: int = 0) -> float | None:
+    """Mean token NLL from a completion's own logprobs (with `tail`, over its last `tail` tokens only);
+    None when it has none; inf when it is empty."""
     if c.logprobs is None:
         return None
     if not c.logprobs:
         return float("inf")
-    return -sum(t.logprob for t in c.logprobs) / len(c.logprobs)
+    lps = c.logprobs[-tail:] if tail > 0 else c.logprobs
+    return -sum(t.logprob for t in lps) / len(lps)
 
 
 def min_perplexity(policy: Engine, requests: Sequence[ChatRequest], groups: Sequence[Sequence[Completion]]) -> list[Selection]:

@@ -80,10 +80,12 @@ def medoid(texts: Sequence[str]) -> int:
     return max(range(len(texts)), key=lambda i: (scores[i], -i))
 
 
-def softmax_weights(comps: Sequence[Candidate], tau: float) -> tuple[list[float], bool]:
-    """CISC weights: softmax over the group of (mean token logprob / tau). Returns (weights, had_logprobs);
-    without logprobs every weight is 1 (the plain vote) and the caller flags it."""
-    nlls = [mean_nll(c) if isinstance(c, Completion) else None for c in comps]
+def softmax_weights(comps: Sequence[Candidate], tau: float, tail: int = 0) -> tuple[list[float], bool]:
+    """CISC weights: softmax over the group of (mean token logprob / tau); with `tail`, the mean over each
+    rollout's last `tail` tokens (DeepConf's tail confidence, arXiv 2508.15260: how sure the model is
+    where it states its answer). Returns (weights, had_logprobs); without logprobs every weight is 1
+    (the plain vote) and the caller flags it."""
+    nlls = [mean_nll(c, tail) if isinstance(c, Completion) else None for c in comps]
     if any(x is None for x in nlls):
         return [1.0] * len(comps), False
     conf = [-x / tau if math.isfinite(x) else -math.inf for x in nlls]

@@ -45,9 +45,11 @@ class _Vote(Estimator):
 
 @dataclass
 class ConfidenceVote(_Vote):
-    """A label-free baseline: votes weighted by the rollouts' own token confidence (CISC)."""
+    """A label-free baseline: votes weighted by the rollouts' own token confidence (CISC); `tail=N`
+    measures it over each rollout's last N tokens only (DeepConf's tail confidence), 0 over all."""
 
     tau: float = 0.1
+    tail: int = 0
 
     def __post_init__(self):
         self.name = "confidence_vote"
@@ -56,9 +58,11 @@ class ConfidenceVote(_Vote):
         super().check(g, mode)
         if not self.tau > 0:
             raise InputError(f"estimator confidence_vote: tau must be > 0, got {self.tau}")
+        if self.tail < 0:
+            raise InputError(f"estimator confidence_vote: tail must be >= 0 tokens, got {self.tail}")
 
     def weights(self, group):
-        w, had = softmax_weights(group, self.tau)
+        w, had = softmax_weights(group, self.tau, self.tail)
         return w, [] if had else ["no_logprobs"]
 
 
