@@ -198,6 +198,11 @@ def test_verified_vote_scope_reps_reads_one_candidate_per_answer_and_skips_unani
     assert ref.answer is None and "no_candidate_answers" in ref.flags
 
 
+def test_verified_vote_records_candidates_by_their_index_in_the_whole_group_after_screening():
+    ref = parse_estimator("verified_vote").estimate(yes_to(12), ["", *group(12, 5)])  # the empty rollout is screened out
+    assert [c["candidate"] for c in ref.calls] == [1, 2] and ref.order == [1] and "excluded:0:empty" in ref.flags
+
+
 def test_a_reward_with_verified_vote_refuses_an_anchor_that_cannot_score():
     from catrl.errors import EngineError
 

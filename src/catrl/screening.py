@@ -68,6 +68,7 @@ def restore_indices(ref: Reference, s: Screened) -> Reference:
     ref.order = back(ref.order) if ref.order is not None else None
     # recursive rounds after the first read synthesized candidates, not rollouts: their indices stay
     ref.calls = [{**c, "order": back(c["order"])} if "order" in c and c.get("round", 0) == 0 else c for c in ref.calls]
+    ref.calls = [{**c, "candidate": s.kept[c["candidate"]]} if "candidate" in c else c for c in ref.calls]  # a verifier's one-candidate calls
     ref.excluded = dict(s.excluded)
     ref.flags = ref.flags + [f"excluded:{i}:{why}" for i, why in s.excluded.items()] + [f"anchor_directed:{i}" for i in s.directed]
     return ref
