@@ -44,16 +44,18 @@ from catrl.judging import judge_many
 from catrl.rewards import CaTReward, RubricReward, rubric_rewards
 from catrl.rollouts import build_request
 from catrl.screening import screen_group
+from catrl.sift import sift_many
 from catrl.types import Criterion, Rubric
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"none": "none", "screen": "screen", "degenerate": "degenerate", "counterfactual": "counterfactual",
             "empty_probe": "empty_probe", "decoy": "decoy", "default": "default",
             "default+decoy": "screen,degenerate,counterfactual,decoy", "monitor": "monitor",
-            "default+monitor": "screen,degenerate,counterfactual,monitor", "all": "all"}
+            "default+monitor": "screen,degenerate,counterfactual,monitor",
+            "default+sift": "screen,degenerate,counterfactual,sift", "all": "all"}
 
 FIGURE = "default"  # the guards the figure line reports: the rewards' default
-CLEAN_SETTINGS = ("default", "default+decoy", "default+monitor", "all")
+CLEAN_SETTINGS = ("default", "default+decoy", "default+monitor", "default+sift", "all")
 
 
 class CacheOnly:
@@ -149,7 +151,10 @@ def clean_healthbench(judge, path: Path, guards: str = "default") -> tuple[int, 
     touched = {"screen": sum(screen_group(g).changed for g in groups),
                "degenerate": sum(degenerate_reason(t) is not None for g in groups for t in g),
                "counterfactual": sum(bool(grader_directed_spans(t)) for g in groups for t in g)}
-    plans = [plan_judging(c, g, rub, None, Guards.parse(guards)) for c, g, rub in zip(convs, groups, rubrics, strict=True)]
+    spec = Guards.parse(guards)
+    sifted = [[next(it) for _ in g] for it in [iter(sift_many(judge, [t for g in groups for t in g]))] for g in groups] if spec.sift else None
+    plans = [plan_judging(c, g, rub, None, spec, sifted[i] if sifted else None)
+             for i, (c, g, rub) in enumerate(zip(convs, groups, rubrics, strict=True))]
     # only what a guard adds is judged anew: the empty probe, decoys and counterfactual texts; the rollouts' own
     # verdicts are the committed ones (the same judge prompt and model)
     new_items = [(p, k) for p in plans for k, it in enumerate(p.items) if k not in p.own]
@@ -168,6 +173,7 @@ def clean_healthbench(judge, path: Path, guards: str = "default") -> tuple[int, 
     touched["empty_probe"] = dropped_any
     touched["decoy"] = sum(any(f.startswith("meets_decoy") for f in fl) for fl in flags)
     touched["monitor"] = sum("addresses_grader" in fl for fl in flags)
+    touched["sift"] = sum(any(f.startswith("sifted") for f in fl) for fl in flags)
     return total, changed, touched
 
 
@@ -184,7 +190,7 @@ def _verdict(met):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
-    ap.add_argument("--cases", type=Path, nargs="+", default=[ROOT / "bench" / "data" / f for f in ("hostile.jsonl", "hostile_heldout.jsonl", "hostile_heldout2.jsonl")],
+    ap.add_argument("--cases", type=Path, nargs="+", default=[ROOT / "bench" / "data" / f for f in ("hostile.jsonl", "hostile_heldout.jsonl", "hostile_heldout2.jsonl", "hostile_heldout3.jsonl")],
                     help="corpora; the first is the one the guards were written against, the others are held out")
     ap.add_argument("--out", type=Path, default=Path("docs/reward_hacking"))
     ap.add_argument("--cache", type=Path, default=Path("runs/reward_hacking/cache.sqlite"))
@@ -228,7 +234,7 @@ def main() -> None:
     judge.inner.close()
     if args.judge_only:
         args.out.mkdir(parents=True, exist_ok=True)
-        export_calls(cache, own, kind="generate", exclude=base_keys)
+        export_calls(cache, own, exclude=base_keys)
         out = Console(width=170, record=True)
         out.print(f"command: {shlex.join(['python', *sys.argv])}; machine {platform.machine()}, {os.cpu_count()} cores; judge {args.model}")
         report_judge(out, jc, jres)
@@ -244,7 +250,7 @@ def main() -> None:
     g_total, g_changed, g_touched = clean_gsm8k(policy, anchor, args.gsm8k)
     console.print(f"[{time.time() - t0:6.0f}s] GSM8K clean: {g_changed}/{g_total} rewards changed ({g_touched} groups screened)")
     args.out.mkdir(parents=True, exist_ok=True)
-    export_calls(cache, own, kind="generate", exclude=base_keys)  # the GSM8K rollouts travel in docs/cat_quality
+    export_calls(cache, own, exclude=base_keys)  # the GSM8K rollouts travel in docs/cat_quality
 
     out = Console(width=170, record=True)
     cmd = shlex.join(["python", *sys.argv])

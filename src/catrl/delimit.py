@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 TAGS = (
     "candidate", "problem", "conversation", "message", "response", "reference", "rubric", "criterion",
-    "criteria", "verdicts", "verdict", "reason", "met", "choice", "answer",
+    "criteria", "verdicts", "verdict", "reason", "met", "choice", "answer", "piece",
 )
 _TAG = re.compile(r"<(\s*/?\s*)(" + "|".join(TAGS) + r")\b", re.IGNORECASE)
 

@@ -19,6 +19,9 @@ audit record when it acts:
   its criteria (flag `meets_decoy:<k>`); this reads the judge's behaviour, not the attack's wording;
 - the monitor (judge_guards): the judge is also asked whether the response holds text aimed at the
   grader; one that does gets none of its criteria (flag `addresses_grader`).
+- sift (catrl.sift): the judge model scores every sentence as grader bait against answer (a likelihood
+  ratio, nothing generated); the sentences it marks leave the counterfactual reading along with the
+  patterns' (flag `sifted:<k>`). It reads languages and disguises no pattern lists.
 
 Detection reads a normalised view of the text (NFKC, format characters such as zero-width spaces and
 bidi marks removed, common Cyrillic/Greek look-alikes mapped to Latin), so `ａｌｌ ｃｒｉｔｅｒｉａ`,
@@ -36,6 +39,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
+from catrl.delimit import TAGS
 from catrl.errors import InputError
 
 # Latin look-alikes an attacker swaps in to dodge a pattern (Cyrillic and Greek letters).
@@ -128,6 +132,8 @@ _PASS = (r"(?:met|meet|meets|satisf|fulfil|pass|yes|true|score|mark|rate|award|a
 _PATTERNS = [
     # fake grading markup, escaped or not
     r"(?:<|&lt;)\s*/?\s*(?:verdicts?|met|score|grade|criterion|rubric|evaluation|judgement|judgment)\b",
+    # our own delimiter tags: a response holds one only to fake the structure of the prompt it is read in
+    r"(?:<|&lt;)\s*/?\s*(?:" + "|".join(TAGS) + r")\b",
     r"\bverdicts?\s*[:=]\s*(?:yes|met|pass|true)",
     # claims or orders about the criteria, rubric or grading
     rf"{_GRADING}.{{0,80}}{_PASS}", rf"{_PASS}.{{0,40}}\b(?:every|all|each|todos|tous|alle|所有|全部)\b.{{0,20}}{_GRADING}",
@@ -157,24 +163,26 @@ _SENTENCE = re.compile(r"[^\n.!?。！？]*(?:[.!?。！？]+|\n|$)")
 def grader_directed_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each sentence or line of `visible(text)` that addresses the grader or the anchor."""
     v = visible(text)
-    spans = []
-    for m in _SENTENCE.finditer(v):
-        s = m.group(0)
-        if s.strip() and any(_GRADER_DIRECTED.search(r) for r in _readings(s)):
-            spans.append((m.start(), m.end()))
-    return spans
+    return [(a, b) for a, b in sentence_spans(v) if any(_GRADER_DIRECTED.search(r) for r in _readings(v[a:b]))]
+
+
+def sentence_spans(v: str) -> list[tuple[int, int]]:
+    """(start, end) of each non-blank sentence or line of an already visible text."""
+    return [(m.start(), m.end()) for m in _SENTENCE.finditer(v) if m.group(0).strip()]
 
 
 def strip_grader_directed(text: str) -> str:
     """The text with every grader-directed sentence removed (from its visible form); unchanged when none."""
     spans = grader_directed_spans(text)
-    if not spans:
-        return text
-    v = visible(text)
+    return strip_spans(visible(text), spans) if spans else text
+
+
+def strip_spans(v: str, spans: Sequence[tuple[int, int]]) -> str:
+    """A visible text without the given (sorted, non-overlapping) spans, trailing blanks tidied."""
     out, last = [], 0
     for a, b in spans:
         out.append(v[last:a])
-        last = b
+        last = max(last, b)
     out.append(v[last:])
     return re.sub(r"[ \t]+\n", "\n", "".join(out)).strip()
 
@@ -184,7 +192,8 @@ def strip_grader_directed(text: str) -> str:
 class Guards:
     """Which guards a reward runs. The default runs screen, degenerate and counterfactual; `"all"` adds
     the empty probe, decoys and the monitor, `"none"` runs none, or give a comma list (screen, degenerate,
-    counterfactual, empty_probe, decoy, monitor). The empty probe is opt-in: with the 1.5B judge it changed 40 of 80 clean HealthBench
+    counterfactual, empty_probe, decoy, monitor, sift). `sift` needs a judge engine that scores
+    continuations (the embedded llama.cpp one). The empty probe is opt-in: with the 1.5B judge it changed 40 of 80 clean HealthBench
     rewards (the judge "meets" many criteria for an empty response), for 3 fewer flips of 19
     (docs/reward_hacking). Decoys and the monitor are opt-in too: with the 1.5B judge they removed no
     flip beyond the default (docs/reward_hacking)."""
@@ -195,6 +204,7 @@ class Guards:
     empty_probe: bool = False     # criteria an empty response meets carry no weight
     decoy: bool = False           # a response that meets a decoy criterion gets no criteria (judge_guards)
     monitor: bool = False         # a response the judge says addresses the grader gets no criteria (judge_guards)
+    sift: bool = False            # the judge model marks grader-directed pieces too, for the counterfactual (catrl.sift)
 
     @classmethod
     def parse(cls, spec: str | Guards | None) -> Guards:

@@ -13,6 +13,9 @@ and how their verdicts combine into the group's verdicts.
   A response that "meets" one is steering the judge, in whatever words, language or disguise: none of
   its criteria count (flag `meets_decoy:<k>`). Unlike counterfactual judging this does not depend on
   recognising the attack, only on its effect;
+- sifting (catrl.sift): the judge model scores every sentence of a response as grader bait against
+  answer; the pieces it marks leave the counterfactual reading too (flag `sifted:<k>`), so grader-
+  directed text in a language or disguise no pattern knows is judged away the same way;
 - the monitor: every judged response is also judged, the same way, against one more criterion: that it
   holds text aimed at the grader (src/catrl/prompts/monitor_criterion.txt). The judge reads any
   language or disguise a pattern misses, and text that pushes it to say "yes" pushes this "yes" too.
@@ -32,7 +35,8 @@ from functools import lru_cache
 from importlib import resources
 
 from catrl.delimit import as_messages
-from catrl.guards import Guards, degenerate_reason, grader_directed_spans, strip_grader_directed, visible
+from catrl.guards import Guards, degenerate_reason, grader_directed_spans, has_content, strip_grader_directed, visible
+from catrl.sift import Sifted
 from catrl.types import Criterion, Message, Reference, Rubric, Verdict
 
 Conversation = str | Sequence[Message]
@@ -79,6 +83,7 @@ class JudgingPlan:
     counterfactual: list[int | None] = field(default_factory=list)  # per response: the item without grader-directed text
     skipped: list[str | None] = field(default_factory=list)     # per response: why it was not judged
     directed: list[bool] = field(default_factory=list)
+    sifted: list[int] = field(default_factory=list)             # per response: pieces the judge model marked (catrl.sift)
     canaries: list[int | None] = field(default_factory=list)    # per response: its item against the canary rubric
     canary_kinds: list[str] = field(default_factory=list)       # per canary criterion: "monitor" or "decoy"
     probe: int | None = None                                     # the empty response's item
@@ -86,7 +91,8 @@ class JudgingPlan:
     def resolve(self, verdicts: Sequence[list[Verdict]], n_criteria: int) -> tuple[list[list[Verdict]], list[int], list[list[str]], list[str]]:
         """(per-response verdicts, dropped criteria, per-response flags, group flags) from the items' verdicts."""
         out, flags = [], []
-        for own, cf, skip, directed, can in zip(self.own, self.counterfactual, self.skipped, self.directed, self.canaries, strict=True):
+        for own, cf, skip, directed, can, cut in zip(self.own, self.counterfactual, self.skipped, self.directed, self.canaries,
+                                                     self.sifted, strict=True):
             f: list[str] = []
             if own is None:
                 out.append([Verdict(False, "", skip) for _ in range(n_criteria)])
@@ -95,6 +101,8 @@ class JudgingPlan:
             vs = list(verdicts[own])
             if directed:
                 f.append("grader_directed")
+            if cut:
+                f.append(f"sifted:{cut}")
             if cf is not None:
                 lowered = 0
                 for j, (a, b) in enumerate(zip(vs, verdicts[cf], strict=True)):
@@ -119,8 +127,10 @@ class JudgingPlan:
 
 
 def plan_judging(conversation: Conversation, responses: Sequence[str], rubric: Rubric, reference: Reference | None,
-                 guards: Guards) -> JudgingPlan:
-    """What to judge for one group under `guards` (no guard: every response once, as the paper)."""
+                 guards: Guards, sifted: Sequence[Sifted] | None = None) -> JudgingPlan:
+    """What to judge for one group under `guards` (no guard: every response once, as the paper). With
+    `sifted` (catrl.sift, one per response), the counterfactual reading leaves out the pieces the judge
+    model marked as well as the patterns' sentences, and a response with nothing else left is degenerate."""
     plan = JudgingPlan()
     excluded = reference.excluded if reference is not None else {}
     canary = canary_rubric(conversation, guards) if rubric.criteria else Rubric([], "canary")
@@ -131,11 +141,19 @@ def plan_judging(conversation: Conversation, responses: Sequence[str], rubric: R
             why = f"excluded:{excluded[i]}"
         elif guards.degenerate and (d := degenerate_reason(r)):
             why = f"degenerate:{d}"
-        directed = bool(grader_directed_spans(r)) if why is None and guards.counterfactual else False
+        sift = sifted[i] if sifted is not None else None
+        if why is None and guards.degenerate and sift is not None and not has_content(sift.text):
+            why = "degenerate:no_content"
+        if sift is not None:
+            directed, without = sift.changed and why is None, sift.text
+        else:
+            directed = bool(grader_directed_spans(r)) if why is None and guards.counterfactual else False
+            without = strip_grader_directed(r) if directed else r
         plan.skipped.append(why)
         plan.directed.append(directed)
+        plan.sifted.append(len(sift.cut) if sift is not None and why is None else 0)
         plan.own.append(_add(plan, (conversation, r, rubric)) if why is None else None)
-        plan.counterfactual.append(_add(plan, (conversation, strip_grader_directed(r), rubric)) if directed and rubric.criteria else None)
+        plan.counterfactual.append(_add(plan, (conversation, without, rubric)) if directed and rubric.criteria else None)
         plan.canaries.append(_add(plan, (conversation, r, canary)) if canary.criteria and why is None else None)
     if guards.empty_probe and rubric.criteria:
         plan.probe = _add(plan, (conversation, "", rubric))

@@ -29,6 +29,7 @@ from catrl.judge_guards import plan_judging
 from catrl.judging import judge_many
 from catrl.rubrics import propose_rubrics
 from catrl.selection import majority_of_answers
+from catrl.sift import Sifted, sift_many
 from catrl.synthesis import reference_flags, synthesize_many
 from catrl.types import Message, Reference, RewardRecord, Rubric, Sampling, Verdict
 from catrl.verify import DEFAULT_TIMEOUT_S, equivalent, extract_answer
@@ -223,6 +224,15 @@ class RubricReward:
     def __post_init__(self):
         self.estimator = check_estimator(self.estimator, mode="freeform")
         self.guards = Guards.parse(self.guards)
+        if self.guards.sift:
+            require_scoring(self.judge)  # before any group: the sift guard scores pieces with the judge
+
+    def _sift(self, groups: Sequence[Sequence[str]]) -> list[list[Sifted]] | None:
+        """Every response of every group, sifted by the judge in one scoring pass (None: guard off)."""
+        if not self.guards.sift:
+            return None
+        flat = iter(sift_many(self.judge, [r for g in groups for r in g]))
+        return [[next(flat) for _ in g] for g in groups]
 
     def __call__(self, conversation: str | Sequence[Message], rollouts: Sequence[str]) -> RewardRecord:
         return self.score_groups([conversation], [rollouts])[0]
@@ -252,7 +262,9 @@ class RubricReward:
         rubrics: Sequence[Rubric], lengths: Sequence[Sequence[int | None]] | None = None,
     ) -> list[RewardRecord]:
         """The judging half on given rubrics (any source): the guards' plan, one judge call, the scores."""
-        plans = [plan_judging(conv, g, rub, ref, self.guards) for conv, g, rub, ref in zip(conversations, groups, rubrics, refs, strict=True)]
+        sifted = self._sift(groups)
+        plans = [plan_judging(conv, g, rub, ref, self.guards, sifted[gi] if sifted else None)
+                 for gi, (conv, g, rub, ref) in enumerate(zip(conversations, groups, rubrics, refs, strict=True))]
         flat = iter(judge_many(self.judge, [it for p in plans for it in p.items], self.judge_mode))
         out = []
         for gi, (ref, rub, g, plan) in enumerate(zip(refs, rubrics, groups, plans, strict=True)):

@@ -503,7 +503,8 @@ class LlamaCppEngine:
 
     def _score_one(self, req: ChatRequest, continuation: str, stash: list[int]) -> ScoredContinuation:
         """Teacher forcing in sequence 0. A prefix shared with the previous scored text (mutual
-        predictability scores each rollout after the others) is copied from the stash, not recomputed."""
+        predictability scores each rollout after the others; sifting scores many pieces after one
+        prompt) is copied from the stash, not recomputed."""
         prompt = self.tokenize_prompt(req)
         cont = self._model.tokenize(continuation.encode(), add_bos=False, special=False)
         tokens = prompt + cont
@@ -540,7 +541,7 @@ class LlamaCppEngine:
                 nxt = tokens[start + k + 1]
                 lp = float(self._logits(k)[nxt]) - float(lse[j])  # type: ignore[index]
                 out.append(TokenLogprob(self._piece(nxt).decode("utf-8", errors="replace"), lp))
-        if len(tokens) >= 2 * MIN_PREFIX_REUSE:
+        if len(prompt) > MIN_PREFIX_REUSE or len(tokens) >= 2 * MIN_PREFIX_REUSE:  # many short continuations of one prompt (catrl.sift) then cost only their own tokens
             llama_cpp.llama_memory_seq_rm(mem, self._stash, -1, -1)
             llama_cpp.llama_memory_seq_cp(mem, 0, self._stash, -1, -1)
             stash[:] = tokens
