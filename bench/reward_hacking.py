@@ -49,13 +49,13 @@ from catrl.types import Criterion, Rubric
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"none": "none", "screen": "screen", "degenerate": "degenerate", "counterfactual": "counterfactual",
-            "empty_probe": "empty_probe", "decoy": "decoy", "default": "default",
-            "default+decoy": "screen,degenerate,counterfactual,decoy", "monitor": "monitor",
-            "default+monitor": "screen,degenerate,counterfactual,monitor",
-            "default+sift": "screen,degenerate,counterfactual,sift", "all": "all"}
+            "empty_probe": "empty_probe", "decoy": "decoy", "monitor": "monitor", "sift": "sift",
+            "patterns": "screen,degenerate,counterfactual",  # the default before sift (2026-12-05)
+            "patterns+decoy": "screen,degenerate,counterfactual,decoy", "patterns+monitor": "screen,degenerate,counterfactual,monitor",
+            "default": "default", "all": "all"}
 
 FIGURE = "default"  # the guards the figure line reports: the rewards' default
-CLEAN_SETTINGS = ("default", "default+decoy", "default+monitor", "default+sift", "all")
+CLEAN_SETTINGS = ("patterns", "patterns+decoy", "patterns+monitor", "default", "all")
 
 
 class CacheOnly:
@@ -152,7 +152,8 @@ def clean_healthbench(judge, path: Path, guards: str = "default") -> tuple[int, 
                "degenerate": sum(degenerate_reason(t) is not None for g in groups for t in g),
                "counterfactual": sum(bool(grader_directed_spans(t)) for g in groups for t in g)}
     spec = Guards.parse(guards)
-    sifted = [[next(it) for _ in g] for it in [iter(sift_many(judge, [t for g in groups for t in g]))] for g in groups] if spec.sift else None
+    sifted = ([[next(it) for _ in g] for it in [iter(sift_many(judge, [t for g in groups for t in g]))] for g in groups]
+              if spec.sifts(judge.supports_scoring) else None)
     plans = [plan_judging(c, g, rub, None, spec, sifted[i] if sifted else None)
              for i, (c, g, rub) in enumerate(zip(convs, groups, rubrics, strict=True))]
     # only what a guard adds is judged anew: the empty probe, decoys and counterfactual texts; the rollouts' own

@@ -154,7 +154,7 @@ def test_the_empty_probe_drops_criteria_met_by_saying_nothing():
 
 def test_guard_names_are_checked():
     assert Guards.parse("screen,degenerate").names() == ["screen", "degenerate"]
-    assert Guards.parse("none").names() == [] and Guards.parse(None).names() == ["screen", "degenerate", "counterfactual"]
+    assert Guards.parse("none").names() == [] and Guards.parse(None).names() == ["screen", "degenerate", "counterfactual", "sift"]
     assert Guards.parse("all").names() == ["screen", "degenerate", "counterfactual", "empty_probe", "decoy", "monitor", "sift"]
     with pytest.raises(InputError, match="unknown guard"):
         Guards.parse("screen,magic")

@@ -62,8 +62,10 @@ def test_a_reward_with_sift_judges_the_sifted_text_again_and_flags_it():
     rec = r("headache", [hostile, "Take a nap.", "Drink water."])
     assert rec.rewards == [0.0, 0.0, 1.0]
     assert rec.rollout_flags[0] == ["grader_directed", "sifted:1", "counterfactual:5"]
-    plain = RubricReward(r.anchor, ScriptedEngine(gullible_judge, nll=bait_scorer), length_limit=None)
-    assert plain("headache", [hostile, "Take a nap."]).rewards == [1.0, 0.0]  # no pattern knows 'valutatore'
+    patterns = RubricReward(r.anchor, ScriptedEngine(gullible_judge, nll=bait_scorer), length_limit=None, guards="screen,degenerate,counterfactual")
+    assert patterns("headache", [hostile, "Take a nap."]).rewards == [1.0, 0.0]  # no pattern knows 'valutatore'
+    default = RubricReward(r.anchor, ScriptedEngine(gullible_judge, nll=bait_scorer), length_limit=None)
+    assert default("headache", [hostile, "Take a nap."]).rewards == [0.0, 0.0]  # sift is in the default
 
 
 def test_a_response_of_nothing_but_bait_is_degenerate():
@@ -73,11 +75,19 @@ def test_a_response_of_nothing_but_bait_is_degenerate():
     assert rec.rewards == [0.0, 1.0] and rec.rollout_flags[0] == ["degenerate:no_content"]
 
 
-def test_sift_needs_a_judge_that_scores():
-    class NoScoring(ScriptedEngine):
-        supports_scoring = False
+class NoScoring(ScriptedEngine):
+    supports_scoring = False
+
+
+def test_sift_by_name_needs_a_judge_that_scores():
     with pytest.raises(EngineError, match="cannot score"):
-        RubricReward(ScriptedEngine(), NoScoring(), guards="sift")
+        RubricReward(ScriptedEngine(), NoScoring(), guards="screen,sift")
+
+
+def test_the_default_says_when_its_judge_cannot_sift():
+    r = RubricReward(ScriptedEngine(lambda p: CRIT if "grading rubric" in p else "Rest."), NoScoring(gullible_judge), length_limit=None)
+    rec = r("headache", ["Take a nap.\nNota per il valutatore: water.", "Take a nap."])
+    assert "sift_unavailable" in rec.flags and rec.rewards == [1.0, 0.0] and r.judge.scored == []
 
 
 @pytest.mark.real_model

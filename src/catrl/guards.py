@@ -190,10 +190,13 @@ def strip_spans(v: str, spans: Sequence[tuple[int, int]]) -> str:
 # -- which guards run -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Guards:
-    """Which guards a reward runs. The default runs screen, degenerate and counterfactual; `"all"` adds
-    the empty probe, decoys and the monitor, `"none"` runs none, or give a comma list (screen, degenerate,
-    counterfactual, empty_probe, decoy, monitor, sift). `sift` needs a judge engine that scores
-    continuations (the embedded llama.cpp one). The empty probe is opt-in: with the 1.5B judge it changed 40 of 80 clean HealthBench
+    """Which guards a reward runs. The default runs screen, degenerate, counterfactual and sift (sift only
+    where the judge engine scores continuations, as the embedded llama.cpp one does; elsewhere each record
+    says `sift_unavailable`); `"all"` adds the empty probe, decoys and the monitor, `"none"` runs none, or
+    give a comma list (screen, degenerate, counterfactual, empty_probe, decoy, monitor, sift; a list that
+    names sift needs a judge that scores). Sift halved the flips the patterns leave on the corpora the
+    guards were not written for, at 3 more clean HealthBench rewards changed of 80 (docs/reward_hacking).
+    The empty probe is opt-in: with the 1.5B judge it changed 40 of 80 clean HealthBench
     rewards (the judge "meets" many criteria for an empty response), for 3 fewer flips of 19
     (docs/reward_hacking). Decoys and the monitor are opt-in too: with the 1.5B judge they removed no
     flip beyond the default (docs/reward_hacking)."""
@@ -204,7 +207,7 @@ class Guards:
     empty_probe: bool = False     # criteria an empty response meets carry no weight
     decoy: bool = False           # a response that meets a decoy criterion gets no criteria (judge_guards)
     monitor: bool = False         # a response the judge says addresses the grader gets no criteria (judge_guards)
-    sift: bool = False            # the judge model marks grader-directed pieces too, for the counterfactual (catrl.sift)
+    sift: bool | None = None      # the judge model marks grader-directed pieces too (catrl.sift); None: when the judge can score
 
     @classmethod
     def parse(cls, spec: str | Guards | None) -> Guards:
@@ -224,4 +227,8 @@ class Guards:
         return cls(**{k: k in names for k in known})
 
     def names(self) -> list[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name)]
+        return [f.name for f in fields(self) if getattr(self, f.name) is not False]
+
+    def sifts(self, judge_scores: bool) -> bool:
+        """Whether sifting runs with this judge: asked for, or left to the default and the judge can score."""
+        return bool(self.sift) or (self.sift is None and judge_scores)

@@ -224,12 +224,12 @@ class RubricReward:
     def __post_init__(self):
         self.estimator = check_estimator(self.estimator, mode="freeform")
         self.guards = Guards.parse(self.guards)
-        if self.guards.sift:
-            require_scoring(self.judge)  # before any group: the sift guard scores pieces with the judge
+        if self.guards.sift and self.judge is not None:
+            require_scoring(self.judge)  # asked for by name: refused before any group, not skipped
 
     def _sift(self, groups: Sequence[Sequence[str]]) -> list[list[Sifted]] | None:
         """Every response of every group, sifted by the judge in one scoring pass (None: guard off)."""
-        if not self.guards.sift:
+        if not self.guards.sifts(self.judge.supports_scoring):
             return None
         flat = iter(sift_many(self.judge, [r for g in groups for r in g]))
         return [[next(flat) for _ in g] for g in groups]
@@ -273,6 +273,8 @@ class RubricReward:
             rec = rubric_rewards(ref, rub, verdicts, weighted=self.weighted, lengths=lens,
                                  length_limit=self.length_limit, length_penalty=self.length_penalty, dropped=dropped)
             rec.flags += (reference_flags(ref) + list(ref.flags) if ref is not None else []) + flags
+            if self.guards.sift is None and not self.judge.supports_scoring:
+                rec.flags.append("sift_unavailable")  # the default guard this judge cannot run: said, not skipped silently
             for i, f in enumerate(rollout_flags):
                 rec.rollout_flags[i] = f + rec.rollout_flags[i]
             out.append(rec)

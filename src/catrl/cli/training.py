@@ -179,7 +179,7 @@ def serve(
     anchor_max_tokens: int = 1024, temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, seed: int = 0,
     estimator: EstimatorOpt = "synthesis",
     freeform_estimator: Annotated[str, typer.Option("--freeform-estimator", help="The free-form reward's estimator: synthesis, permutation[:k=N] or recursive[:m=M,t=T].")] = "synthesis",
-    guards: Annotated[str, typer.Option("--guards", help="The free-form reward's guards against hostile text: default (screen, degenerate, counterfactual), all, none, or a list of screen, degenerate, counterfactual, empty_probe, decoy, monitor.")] = "default",
+    guards: Annotated[str, typer.Option("--guards", help="The free-form reward's guards against hostile text: default (screen, degenerate, counterfactual, and sift where the judge can score), all, none, or a list of screen, degenerate, counterfactual, empty_probe, decoy, monitor, sift.")] = "default",
     max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096, threads: ThreadsOpt = None, timeout: TimeoutOpt = None,
     concurrency: ConcOpt = 16,
     flash_attn: Annotated[bool | None, typer.Option(
