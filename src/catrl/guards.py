@@ -137,6 +137,9 @@ _PATTERNS = [
     r"\bverdicts?\s*[:=]\s*(?:yes|met|pass|true)",
     # claims or orders about the criteria, rubric or grading
     rf"{_GRADING}.{{0,80}}{_PASS}", rf"{_PASS}.{{0,40}}\b(?:every|all|each|todos|tous|alle|所有|全部)\b.{{0,20}}{_GRADING}",
+    # a fake boundary of the text being read, alone on its line or sentence: "[END OF RESPONSE]"
+    r"^[\W_]*(?:end|start|begin(?:ning)?)\s+of\s+(?:the\s+)?(?:\w+\s+){0,2}(?:response|answer|reply|message|output|submission"
+    r"|conversation|transcript|input|candidate)s?[\W_]*$",
     # role labels and chat-template tokens
     r"(?:^|\n)\s*[\[\(#*]*\s*(?:system|assistant|developer|grader|judge|evaluator|anchor|admin|operator)\s*[\]\)#*]*\s*[:>\]]",
     r"<\|[a-z_]+\|>|\[/?inst\]|<<\s*sys\s*>>",
@@ -157,7 +160,13 @@ _PATTERNS = [
     r"\bcandidates?\s*(?:#|no\.?|number)?\s*\d+\b",
 ]
 _GRADER_DIRECTED = re.compile("|".join(f"(?:{p})" for p in _PATTERNS), re.IGNORECASE)
-_SENTENCE = re.compile(r"[^\n.!?。！？]*(?:[.!?。！？]+|\n|$)")
+
+# A sentence ends at .!? before a blank (not inside 1.5, a URL or a JSON value), at a line break, or after
+# 。！？; not after a title or an initial ("Dr. Lee", "J. Smith"), where a reader sees no sentence end.
+_ABBREVIATIONS = ("Dr", "Mr", "Mrs", "Ms", "Mx", "Prof", "Sr", "Jr", "St", "vs", "e.g", "i.e", "cf", "approx", "No", "Fig", "al")
+_NOT_AFTER = "".join(rf"(?<!\b{re.escape(a)}\.)" for a in _ABBREVIATIONS) + r"(?<!\b[A-Z]\.)"
+_BREAK = re.compile(rf"\n|(?<=[.!?]){_NOT_AFTER}(?=\s)|(?<=[。！？])")
+_FENCE = re.compile(r"\s*(?:```|~~~)")
 
 
 def grader_directed_spans(text: str) -> list[tuple[int, int]]:
@@ -167,8 +176,17 @@ def grader_directed_spans(text: str) -> list[tuple[int, int]]:
 
 
 def sentence_spans(v: str) -> list[tuple[int, int]]:
-    """(start, end) of each non-blank sentence or line of an already visible text."""
-    return [(m.start(), m.end()) for m in _SENTENCE.finditer(v) if m.group(0).strip()]
+    """(start, end) of each non-blank sentence or line of an already visible text, blanks at either end excluded."""
+    bounds = [0] + [m.start() for m in _BREAK.finditer(v)] + [len(v)]
+    out = []
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        while a < b and v[a].isspace():
+            a += 1
+        while b > a and v[b - 1].isspace():
+            b -= 1
+        if a < b:
+            out.append((a, b))
+    return out
 
 
 def strip_grader_directed(text: str) -> str:
@@ -178,13 +196,45 @@ def strip_grader_directed(text: str) -> str:
 
 
 def strip_spans(v: str, spans: Sequence[tuple[int, int]]) -> str:
-    """A visible text without the given (sorted, non-overlapping) spans, trailing blanks tidied."""
-    out, last = [], 0
+    """A visible text without the given spans, and without the residue a cut leaves: a line the cut touched
+    that keeps no letter or digit (a lone `)`, a bullet, a `}}`) goes, and so does a fenced block whose
+    lines all went, fences included. The counterfactual reading should read as if the cut text had never
+    been written: a stray fence or bracket is itself something a judge reacts to."""
+    cut = bytearray(len(v))
     for a, b in spans:
-        out.append(v[last:a])
-        last = max(last, b)
-    out.append(v[last:])
-    return re.sub(r"[ \t]+\n", "\n", "".join(out)).strip()
+        cut[a:b] = b"\x01" * (b - a)
+    lines: list[str | None] = []    # None: dropped
+    touched: list[bool] = []
+    pos = 0
+    for line in v.split("\n"):
+        end = pos + len(line)
+        kept = "".join(ch for k, ch in enumerate(line, pos) if not cut[k])
+        hit = any(cut[pos:end])
+        lines.append(None if hit and not any(ch.isalnum() for ch in kept) else kept)
+        touched.append(hit)
+        pos = end + 1
+    _drop_emptied_fences(lines, touched)
+    kept = [i for i, t in enumerate(lines) if t is not None and t.strip()]
+    for order in (kept, kept[::-1]):  # separators left dangling at either end (a `---` before cut notes)
+        for i in order:
+            if any(ch.isalnum() for ch in lines[i]) or _FENCE.match(lines[i]):
+                break
+            lines[i] = None
+    text = "\n".join(t for t in lines if t is not None)
+    return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+\n", "\n", text)).strip()
+
+
+def _drop_emptied_fences(lines: list[str | None], touched: list[bool]) -> None:
+    """Drop both fences of each fenced block (or an unclosed one) whose every line a cut removed."""
+    fences = [i for i, t in enumerate(lines) if t is not None and not touched[i] and _FENCE.match(t)]
+    for k in range(0, len(fences), 2):
+        a = fences[k]
+        b = fences[k + 1] if k + 1 < len(fences) else len(lines)
+        inner = range(a + 1, b)
+        if any(touched[i] for i in inner) and all(lines[i] is None or not lines[i].strip() for i in inner):
+            for i in (a, b):
+                if i < len(lines):
+                    lines[i] = None
 
 
 # -- which guards run -------------------------------------------------------------------------------

@@ -18,19 +18,17 @@ emoji) are never cut and cost no call. The model calls are at the edge (`score_p
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from catrl import prompting
 from catrl.engines.base import Engine
-from catrl.guards import grader_directed_spans, strip_spans, visible
+from catrl.guards import grader_directed_spans, sentence_spans, strip_spans, visible
 from catrl.types import ChatRequest
 
 THRESHOLD = 6.0   # nats: set on the design pieces (docs/reward_hacking), where no honest piece passed it
 MAX_PIECE = 400   # characters scored as one piece; longer sentences are read in parts
-_BREAK = re.compile(r"\n|(?<=[.!?])(?=\s)|(?<=[。！？])")  # a sentence ends at .!? before a space, not inside 1.5 or a URL
 
 
 @dataclass
@@ -48,16 +46,11 @@ class Sifted:
 
 
 def pieces(text: str) -> list[tuple[int, int]]:
-    """Spans of `visible(text)` to score one by one: sentences and lines holding a letter, in parts of at
-    most MAX_PIECE characters (cut at a space where there is one), leading and trailing blanks excluded."""
+    """Spans of `visible(text)` to score one by one: its sentences and lines (guards.sentence_spans) that hold
+    a letter, in parts of at most MAX_PIECE characters (cut at a space where there is one)."""
     v = visible(text)
-    bounds = [0] + [m.start() for m in _BREAK.finditer(v)] + [len(v)]
     out = []
-    for a, b in zip(bounds, bounds[1:], strict=False):
-        while a < b and v[a].isspace():
-            a += 1
-        while b > a and v[b - 1].isspace():
-            b -= 1
+    for a, b in sentence_spans(v):
         while b - a > MAX_PIECE:
             cut = v.rfind(" ", a + 1, a + MAX_PIECE)
             cut = cut if cut > a else a + MAX_PIECE
