@@ -315,3 +315,38 @@ def test_a_run_stopped_by_its_budget_resumes_from_its_portable_state_exactly(tmp
     # the same command with another learning rate is another run: refused, naming the field, with nothing touched
     other = subprocess.run(cmd + ["-s", "learning_rate=1e-3"], capture_output=True, text=True, timeout=600)
     assert other.returncode != 0 and "learning_rate" in other.stdout + other.stderr
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_a_step_with_no_advantage_skips_its_pass_and_learns_the_same(tmp_path, smol_path, monkeypatch):
+    """Step 1's rewards vary, step 2's are all 1: its advantages are exactly 0, so its forward and backward
+    pass is skipped (catrl.grpo_trainer). The adapter after both steps equals that of a run that computed
+    the pass, because the skipped gradient was exactly zero and the optimizer still stepped."""
+    import torch
+    from safetensors.torch import load_file
+
+    from catrl import control_rewards, grpo_trainer
+    from catrl.train import train
+
+    real = control_rewards.RandomReward.score_groups
+
+    def first_varies_then_flat(self, questions, groups):
+        recs = real(self, questions, groups)
+        self.calls = getattr(self, "calls", 0) + 1
+        for rec in recs:
+            rec.rewards = [float(i % 2) for i in range(len(rec.rewards))] if self.calls == 1 else [1.0] * len(rec.rewards)
+        return recs
+
+    monkeypatch.setattr(control_rewards.RandomReward, "score_groups", first_varies_then_flat)
+    base = SMOL + ["steps=2", "save_steps=2", "reward=random", "lora_r=1", "learning_rate=1e-3"]
+    train(load_config(None, base + [f"output_dir={tmp_path / 'skip'}"]), progress=False)
+    monkeypatch.setattr(grpo_trainer, "zero_signal", lambda *a: False)
+    train(load_config(None, base + [f"output_dir={tmp_path / 'full'}"]), progress=False)
+    metrics = {r: [json.loads(x) for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()] for r in ("skip", "full")}
+    assert [m["zero_advantage_skipped"] for m in metrics["skip"]] == [0.0, 1.0]
+    assert [m["zero_advantage_skipped"] for m in metrics["full"]] == [0.0, 0.0]
+    assert metrics["skip"][1]["loss"] == metrics["full"][1]["loss"] == 0.0
+    assert metrics["skip"][0]["grad_norm"] > 0 and metrics["skip"][1]["grad_norm"] == metrics["full"][1]["grad_norm"] == 0.0
+    ws, wf = (load_file(str(tmp_path / r / "adapter" / "adapter_model.safetensors")) for r in ("skip", "full"))
+    assert ws.keys() == wf.keys() and all(torch.equal(ws[k], wf[k]) for k in ws)

@@ -321,8 +321,7 @@ def build_run(cfg: TrainConfig, progress: bool = True, started: float | None = N
     from peft import LoraConfig
     from transformers import AutoTokenizer
     from transformers.trainer_callback import ProgressCallback
-    from trl import GRPOTrainer
-
+    from catrl.grpo_trainer import trainer_class
     from catrl.hf_policy import resolve_policy
 
     if cfg.threads:
@@ -370,7 +369,7 @@ def build_run(cfg: TrainConfig, progress: bool = True, started: float | None = N
     budget = budget_callback(cfg.max_minutes * 60, started) if cfg.max_minutes else None
     if budget is not None:
         callbacks.append(budget)
-    trainer = GRPOTrainer(
+    trainer = trainer_class()(
         model=str(policy_dir), reward_funcs=[reward], args=grpo_args(cfg, out),
         train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft_config,
         callbacks=callbacks, rollout_func=rollouts,
