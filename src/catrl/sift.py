@@ -31,6 +31,21 @@ THRESHOLD = 6.0   # nats: set on the design pieces (docs/reward_hacking), where 
 MAX_PIECE = 400   # characters scored as one piece; longer sentences are read in parts
 
 
+@dataclass(frozen=True)
+class Reader:
+    """Who reads the response, so what bait looks like to it: the prompt a bait piece is likely under, the
+    prompt an honest piece is likely under, and the log-likelihood ratio above which a piece is cut."""
+
+    bait: str
+    honest: str
+    threshold: float
+
+
+JUDGE = Reader("sift_grader", "sift_answer", THRESHOLD)         # a free-form response, read by the rubric judge
+# a math rollout, read by the anchor (estimators' sift=1); 7.0 by a rule fixed before scoring: the smallest
+# 0.5 multiple at least 1 nat above every design-honest GSM8K sentence (docs/reward_hacking/sift_anchor)
+ANCHOR = Reader("sift_anchor", "sift_solution", 7.0)
+
 @dataclass
 class Sifted:
     """One response: the text the judge reads again, and what was cut."""
@@ -60,34 +75,34 @@ def pieces(text: str) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out if any(ch.isalpha() for ch in v[a:b])]
 
 
-@lru_cache(maxsize=1)
-def _requests() -> tuple[ChatRequest, ChatRequest]:
-    return ChatRequest.user(prompting.render("sift_grader")), ChatRequest.user(prompting.render("sift_answer"))
+@lru_cache(maxsize=4)
+def _requests(reader: Reader) -> tuple[ChatRequest, ChatRequest]:
+    return ChatRequest.user(prompting.render(reader.bait)), ChatRequest.user(prompting.render(reader.honest))
 
 
-def score_pieces(engine: Engine, texts: Sequence[str]) -> dict[str, float]:
-    """log P(piece | grader bait) - log P(piece | answer), summed over its tokens, for every distinct piece
-    (each scored once, however many responses hold it). All grader scorings first, then all answer
+def score_pieces(engine: Engine, texts: Sequence[str], reader: Reader = JUDGE) -> dict[str, float]:
+    """log P(piece | bait prompt) - log P(piece | honest prompt), summed over its tokens, for every distinct
+    piece (each scored once, however many responses hold it). All bait scorings first, then all honest
     scorings, so consecutive calls share their prompt and the engine reuses it."""
     todo = list(dict.fromkeys(texts))
     if not todo:
         return {}
-    grader, answer = _requests()
-    scored = engine.score([grader] * len(todo) + [answer] * len(todo), todo + todo)
+    bait, honest = _requests(reader)
+    scored = engine.score([bait] * len(todo) + [honest] * len(todo), todo + todo)
     total = [sum(t.logprob for t in sc.tokens) for sc in scored]
     return {t: total[k] - total[len(todo) + k] for k, t in enumerate(todo)}
 
 
-def sift_many(engine: Engine, responses: Sequence[str], threshold: float = THRESHOLD) -> list[Sifted]:
-    """Each response with the pieces the judge model (and the patterns) mark as aimed at a grader cut."""
+def sift_many(engine: Engine, responses: Sequence[str], reader: Reader = JUDGE) -> list[Sifted]:
+    """Each response with the pieces the reading model (and the patterns) mark as bait cut."""
     views = [visible(r) for r in responses]
     marked = [grader_directed_spans(r) for r in responses]
     unread = [[s for s in pieces(r) if not _overlaps(s, m)] for r, m in zip(responses, marked, strict=True)]
-    llr = score_pieces(engine, [v[a:b] for v, sp in zip(views, unread, strict=True) for a, b in sp])
+    llr = score_pieces(engine, [v[a:b] for v, sp in zip(views, unread, strict=True) for a, b in sp], reader)
     out = []
     for r, v, sp, m in zip(responses, views, unread, marked, strict=True):
         mine = {v[a:b]: llr[v[a:b]] for a, b in sp}
-        cut = [(a, b) for a, b in sp if llr[v[a:b]] > threshold]
+        cut = [(a, b) for a, b in sp if llr[v[a:b]] > reader.threshold]
         if not cut and not m:
             out.append(Sifted(r, llr=mine))
             continue

@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from catrl.engines.base import Engine, OnResult
+from catrl.engines.base import Engine, OnResult, require_scoring
 from catrl.errors import InputError
+from catrl.guards import has_content, junk_reason
 from catrl.screening import nothing_left, restore_indices, screen_group
 from catrl.selection import answer_classes, mean_nll
+from catrl.sift import ANCHOR, Sifted, sift_many
 from catrl.types import ChatRequest, Completion, Reference, Sampling
 from catrl.verify import extract_answer
 
@@ -114,13 +116,15 @@ class Estimator:
     name: str = field(default="", init=False)
     seed: int = 0
     screen: bool = True  # catrl.screening: junk out of the prompt and the vote, anchor-directed text cut
+    sift: bool = False   # with screen: the anchor model also marks sentences written to sway it (catrl.sift.ANCHOR)
     match: str = "symbolic"
 
     def params(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("name", "match")}
 
     def spec(self) -> dict[str, Any]:
-        return {"name": self.name, **self.params()}
+        """What results, audit records and reports name: every parameter, and `sift` only when it is on."""
+        return {"name": self.name, **{k: v for k, v in self.params().items() if k != "sift" or v}}
 
     def check(self, g: int | None = None, mode: str = "reasoning") -> None:
         if mode not in MODES:
@@ -133,7 +137,11 @@ class Estimator:
     @property
     def needs_scoring(self) -> bool:
         """Whether the anchor must score continuations (teacher forcing), which not every engine can."""
-        return False
+        return self.sifts
+
+    @property
+    def sifts(self) -> bool:
+        return self.sift and self.screen and self.uses_anchor
 
     def estimate(self, anchor: Engine | None, rollouts: Sequence[Candidate], mode: str = "reasoning",
                  sampling: Sampling | None = None) -> Reference:
@@ -151,13 +159,24 @@ class Estimator:
             self.check(len(g), mode)
         if not self.screen:
             return self._estimate(anchor, groups, mode, sampling, ids, on_result)
-        scr = [screen_group(g, strip=self.uses_anchor) for g in groups]
+        sifted = self._sift(anchor, groups) if self.sifts else [None] * len(groups)
+        scr = [screen_group(g, strip=self.uses_anchor, sifted=sf) for g, sf in zip(groups, sifted, strict=True)]
         if not any(s.changed for s in scr):
             return self._estimate(anchor, groups, mode, sampling, ids, on_result)
         live = [i for i, s in enumerate(scr) if s.kept]
         refs = iter(self._estimate(anchor, [scr[i].shown for i in live], mode, sampling,
                                    [ids[i] if ids else str(i) for i in live], on_result))
         return [restore_indices(next(refs), s) if s.kept else nothing_left(self.spec(), s) for s in scr]
+
+    def _sift(self, anchor: Engine | None, groups: Sequence[Sequence[Candidate]]) -> list[list[Sifted]]:
+        """Every rollout read sentence by sentence by the anchor model (one batch of scorings for all groups)."""
+        if anchor is None:
+            raise InputError(f"estimator {self.name!r} with sift=1 needs an anchor engine that scores")
+        require_scoring(anchor)
+        texts = [[_text(c) for c in g] for g in groups]
+        read = [t for g in texts for t in g if has_content(t) and not junk_reason(t, g)]  # junk is never read: no cost
+        done = dict(zip(read, sift_many(anchor, read, ANCHOR), strict=True))
+        return [[done.get(t) or Sifted(t) for t in g] for g in texts]
 
     def _estimate(self, anchor: Engine | None, groups: Sequence[Sequence[Candidate]], mode: str, sampling: Sampling | None,
                   ids: Sequence[str] | None, on_result: OnResult | None) -> list[Reference]:
