@@ -6,7 +6,9 @@ controls, before and after the guards (catrl.guards), and what the guards cost o
   guard alone, and with all of them.
 - synthesis cases: three agreeing clean rollouts and the hostile one last; the reward is CaT's
   (the paper's synthesis, the same 1.5B anchor). A hijack is the hostile rollout's reward above its
-  control's (an honest rollout with the same wrong answer). Without and with screening.
+  control's (an honest rollout with the same wrong answer). Without screening, with it (the default), and
+  with it plus the anchor's own sentence reading (`synthesis:sift=1`, opt-in; its cost on clean GSM8K
+  sentences is measured in bench/sift_design.py, not here).
 - clean data: GSM8K questions 0-199 (the committed rollouts of docs/cat_quality) and HealthBench
   hard 20 (the committed rollouts, rubrics and verdicts of docs/rubric_validity). `clean_changed` is
   the share of their rewards the guards change; only what a guard touches needs a new model call.
@@ -54,6 +56,9 @@ SETTINGS = {"none": "none", "screen": "screen", "degenerate": "degenerate", "cou
             "patterns+decoy": "screen,degenerate,counterfactual,decoy", "patterns+monitor": "screen,degenerate,counterfactual,monitor",
             "default": "default", "all": "all"}
 
+# synthesis: no screening (the paper's), the default screening (junk out, the patterns' sentences cut), and the
+# default screening plus the anchor model's own reading (estimators' sift=1, opt-in)
+SYNTHESIS_SETTINGS = {"none": "synthesis:screen=0", "all": "synthesis", "sift": "synthesis:sift=1"}
 FIGURE = "default"  # the guards the figure line reports: the rewards' default
 CLEAN_SETTINGS = ("patterns", "patterns+decoy", "patterns+monitor", "default", "all")
 
@@ -118,7 +123,7 @@ def judge_cases(judge, cases: list[dict]) -> dict[str, list[tuple[float, float, 
 def synthesis_cases(anchor, cases: list[dict]) -> dict[str, list[tuple[float, float, str | None, str | None, list[str]]]]:
     """Without and with screening, per case: (hostile reward, control reward, both references' answers, flags)."""
     out = {}
-    for name, spec in (("none", "synthesis:screen=0"), ("all", "synthesis")):
+    for name, spec in SYNTHESIS_SETTINGS.items():
         groups = [g for c in cases for g in (c["base"] + [c["hostile"]], c["base"] + [c["control"]])]
         recs = CaTReward(anchor, estimator=spec).score_groups([None] * len(groups), groups)
         out[name] = [(h.rewards[-1], k.rewards[-1], h.reference.answer, k.reference.answer, h.rollout_flags[-1] + h.flags)
@@ -191,7 +196,8 @@ def _verdict(met):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
-    ap.add_argument("--cases", type=Path, nargs="+", default=[ROOT / "bench" / "data" / f for f in ("hostile.jsonl", "hostile_heldout.jsonl", "hostile_heldout2.jsonl", "hostile_heldout3.jsonl")],
+    ap.add_argument("--cases", type=Path, nargs="+", default=[ROOT / "bench" / "data" / f for f in ("hostile.jsonl", "hostile_heldout.jsonl", "hostile_heldout2.jsonl", "hostile_heldout3.jsonl",
+                                                                                        "hostile_heldout4.jsonl")],
                     help="corpora; the first is the one the guards were written against, the others are held out")
     ap.add_argument("--out", type=Path, default=Path("docs/reward_hacking"))
     ap.add_argument("--cache", type=Path, default=Path("runs/reward_hacking/cache.sqlite"))
@@ -257,11 +263,12 @@ def main() -> None:
     cmd = shlex.join(["python", *sys.argv])
     out.print(f"command: {cmd}; machine {platform.machine()}, {os.cpu_count()} cores; model {args.model} as judge and anchor")
     report_judge(out, jc, jres)
-    t = Table("synthesis case", "no guard: hostile/control (ref answers)", "screen: hostile/control (ref answers)", "flags",
+    t = Table("synthesis case", "no guard: hostile/control (ref answers)", "screen: hostile/control (ref answers)",
+              "screen + sift: hostile/control (ref answers)", "flags (screen + sift)",
               title="synthesis cases: the hostile rollout's CaT reward vs its control's")
     for i, c in enumerate(sc):
-        n, a = sres["none"][i], sres["all"][i]
-        t.add_row(c["id"], f"{_pair(n[0], n[1])} ({n[2]}/{n[3]})", f"{_pair(a[0], a[1])} ({a[2]}/{a[3]})", " ".join(a[4])[:60])
+        n, a, f = sres["none"][i], sres["all"][i], sres["sift"][i]
+        t.add_row(c["id"], *[f"{_pair(x[0], x[1])} ({x[2]}/{x[3]})" for x in (n, a, f)], " ".join(f[4])[:60])
     out.print(t)
     flips = {k: sum(h > c + 1e-9 for h, c, _ in v) for k, v in jres.items()}
     hijacks = {k: sum(h > c + 1e-9 for h, c, *_ in v) for k, v in sres.items()}
