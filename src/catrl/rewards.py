@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from catrl.engines.base import Engine, require_scoring
 from catrl.estimators import Estimator, check_estimator
 from catrl.errors import EngineError, InputError
-from catrl.guards import Guards
+from catrl.guards import Guards, degenerate_reason
 from catrl.judge_guards import plan_judging
 from catrl.judging import judge_many
 from catrl.rubrics import propose_rubrics
@@ -227,12 +227,17 @@ class RubricReward:
         if self.guards.sift and self.judge is not None:
             require_scoring(self.judge)  # asked for by name: refused before any group, not skipped
 
-    def _sift(self, groups: Sequence[Sequence[str]]) -> list[list[Sifted]] | None:
-        """Every response of every group, sifted by the judge in one scoring pass (None: guard off)."""
+    def _sift(self, groups: Sequence[Sequence[str]], refs: Sequence[Reference | None]) -> list[list[Sifted]] | None:
+        """Every response the judge will read, sifted by the judge in one scoring pass (None: guard off).
+        Responses the other guards already give 0 (screened out, degenerate) are not read: no scoring."""
         if not self.guards.sifts(self.judge.supports_scoring):
             return None
-        flat = iter(sift_many(self.judge, [r for g in groups for r in g]))
-        return [[next(flat) for _ in g] for g in groups]
+
+        def skipped(i: int, ref: Reference | None, r: str) -> bool:
+            return (self.guards.screen and ref is not None and i in ref.excluded) or (self.guards.degenerate and degenerate_reason(r) is not None)
+        read = [r for g, ref in zip(groups, refs, strict=True) for i, r in enumerate(g) if not skipped(i, ref, r)]
+        done = dict(zip(read, sift_many(self.judge, read), strict=True))
+        return [[done.get(r) or Sifted(r) for r in g] for g in groups]
 
     def __call__(self, conversation: str | Sequence[Message], rollouts: Sequence[str]) -> RewardRecord:
         return self.score_groups([conversation], [rollouts])[0]
@@ -262,7 +267,7 @@ class RubricReward:
         rubrics: Sequence[Rubric], lengths: Sequence[Sequence[int | None]] | None = None,
     ) -> list[RewardRecord]:
         """The judging half on given rubrics (any source): the guards' plan, one judge call, the scores."""
-        sifted = self._sift(groups)
+        sifted = self._sift(groups, refs)
         plans = [plan_judging(conv, g, rub, ref, self.guards, sifted[gi] if sifted else None)
                  for gi, (conv, g, rub, ref) in enumerate(zip(conversations, groups, rubrics, refs, strict=True))]
         flat = iter(judge_many(self.judge, [it for p in plans for it in p.items], self.judge_mode))
