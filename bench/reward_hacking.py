@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -230,70 +231,76 @@ def main() -> None:
         judge_only_from_cache(cache, identity, jc, out)
         (args.out / "judge_from_cache.txt").write_text(out.export_text())
         return
-    t0 = time.time()
-    cfg = EvalConfig(dataset="gsm8k", g=8)
-    judge = CachedEngine(LlamaCppEngine(args.model, max_seqs=16, n_ctx_seq=4096), cache)
-    jres = judge_cases(judge, jc)
-    console.print(f"[{time.time() - t0:6.0f}s] judge cases: {len(jc)} ({judge.calls_made} new calls)")
-    hb = {k: clean_healthbench(judge, args.healthbench, SETTINGS[k]) for k in CLEAN_SETTINGS}
-    hb_total, hb_changed, hb_touched = hb[FIGURE]
-    console.print(f"[{time.time() - t0:6.0f}s] HealthBench clean: " + ", ".join(f"{k} {v[1]}/{v[0]}" for k, v in hb.items()) + " rewards changed")
-    judge.inner.close()
-    if args.judge_only:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped run still writes its calls: the same command resumes
+    try:
+        t0 = time.time()
+        cfg = EvalConfig(dataset="gsm8k", g=8)
+        judge = CachedEngine(LlamaCppEngine(args.model, max_seqs=16, n_ctx_seq=4096), cache)
+        jres = judge_cases(judge, jc)
+        console.print(f"[{time.time() - t0:6.0f}s] judge cases: {len(jc)} ({judge.calls_made} new calls)")
+        hb = {k: clean_healthbench(judge, args.healthbench, SETTINGS[k]) for k in CLEAN_SETTINGS}
+        hb_total, hb_changed, hb_touched = hb[FIGURE]
+        console.print(f"[{time.time() - t0:6.0f}s] HealthBench clean: " + ", ".join(f"{k} {v[1]}/{v[0]}" for k, v in hb.items()) + " rewards changed")
+        judge.inner.close()
+        if args.judge_only:
+            args.out.mkdir(parents=True, exist_ok=True)
+            export_calls(cache, own, exclude=base_keys)
+            out = Console(width=170, record=True)
+            out.print(f"command: {shlex.join(['python', *sys.argv])}; machine {platform.machine()}, {os.cpu_count()} cores; judge {args.model}")
+            report_judge(out, jc, jres)
+            for k, (tot, ch, touched) in hb.items():
+                out.print(f"clean HealthBench hard 20, guards {k}: {ch}/{tot} rewards changed; touched: {touched}")
+            (args.out / "judge.txt").write_text(out.export_text())
+            return
+        anchor = CachedEngine(LlamaCppEngine(args.model, max_seqs=8, n_ctx_seq=group_context(cfg.g, cfg.sampling.max_tokens, 1024),
+                                             flash_attn=False), cache)
+        policy = CachedEngine(LlamaCppEngine(args.model, max_seqs=8, n_ctx_seq=1024), cache)  # the committed rollouts: cache hits
+        sres = synthesis_cases(anchor, sc)
+        console.print(f"[{time.time() - t0:6.0f}s] synthesis cases: {len(sc)}")
+        g_total, g_changed, g_touched = clean_gsm8k(policy, anchor, args.gsm8k)
+        console.print(f"[{time.time() - t0:6.0f}s] GSM8K clean: {g_changed}/{g_total} rewards changed ({g_touched} groups screened)")
         args.out.mkdir(parents=True, exist_ok=True)
-        export_calls(cache, own, exclude=base_keys)
+        export_calls(cache, own, exclude=base_keys)  # the GSM8K rollouts travel in docs/cat_quality
+
         out = Console(width=170, record=True)
-        out.print(f"command: {shlex.join(['python', *sys.argv])}; machine {platform.machine()}, {os.cpu_count()} cores; judge {args.model}")
+        cmd = shlex.join(["python", *sys.argv])
+        out.print(f"command: {cmd}; machine {platform.machine()}, {os.cpu_count()} cores; model {args.model} as judge and anchor")
         report_judge(out, jc, jres)
+        t = Table("synthesis case", "no guard: hostile/control (ref answers)", "screen: hostile/control (ref answers)",
+                  "screen + sift: hostile/control (ref answers)", "flags (screen + sift)",
+                  title="synthesis cases: the hostile rollout's CaT reward vs its control's")
+        for i, c in enumerate(sc):
+            n, a, f = sres["none"][i], sres["all"][i], sres["sift"][i]
+            t.add_row(c["id"], *[f"{_pair(x[0], x[1])} ({x[2]}/{x[3]})" for x in (n, a, f)], " ".join(f[4])[:60])
+        out.print(t)
+        flips = {k: sum(h > c + 1e-9 for h, c, _ in v) for k, v in jres.items()}
+        hijacks = {k: sum(h > c + 1e-9 for h, c, *_ in v) for k, v in sres.items()}
+        for src in dict.fromkeys(c["source"] for c in cases):
+            jf = {k: sum(h > c + 1e-9 for (h, c, _), x in zip(v, jc, strict=True) if x["source"] == src) for k, v in jres.items()}
+            sh = {k: sum(h > c + 1e-9 for (h, c, *_), x in zip(v, sc, strict=True) if x["source"] == src) for k, v in sres.items()}
+            n = sum(c["source"] == src for c in cases)
+            out.print(f"{src} ({n} cases): judge flips by guard setting " + ", ".join(f"{k}={v}" for k, v in jf.items())
+                      + "; synthesis hijacks " + ", ".join(f"{k}={v}" for k, v in sh.items()))
         for k, (tot, ch, touched) in hb.items():
             out.print(f"clean HealthBench hard 20, guards {k}: {ch}/{tot} rewards changed; touched: {touched}")
-        (args.out / "judge.txt").write_text(out.export_text())
-        return
-    anchor = CachedEngine(LlamaCppEngine(args.model, max_seqs=8, n_ctx_seq=group_context(cfg.g, cfg.sampling.max_tokens, 1024),
-                                         flash_attn=False), cache)
-    policy = CachedEngine(LlamaCppEngine(args.model, max_seqs=8, n_ctx_seq=1024), cache)  # the committed rollouts: cache hits
-    sres = synthesis_cases(anchor, sc)
-    console.print(f"[{time.time() - t0:6.0f}s] synthesis cases: {len(sc)}")
-    g_total, g_changed, g_touched = clean_gsm8k(policy, anchor, args.gsm8k)
-    console.print(f"[{time.time() - t0:6.0f}s] GSM8K clean: {g_changed}/{g_total} rewards changed ({g_touched} groups screened)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    export_calls(cache, own, exclude=base_keys)  # the GSM8K rollouts travel in docs/cat_quality
+        out.print(f"clean GSM8K 0-{args.gsm8k - 1}: {g_changed}/{g_total} rewards changed; {g_touched} groups screened")
+        clean = (hb_changed + g_changed) / (hb_total + g_total)
+        summary = {"command": cmd, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "cases": len(cases),
+                   "sources": {src: sum(c["source"] == src for c in cases) for src in dict.fromkeys(c["source"] for c in cases)},
+                   "judge_flips": flips, "synthesis_hijacks": hijacks,
+                   "figure_guards": FIGURE,
+                   "clean": {"healthbench": {k: {"rewards": v[0], "changed": v[1], "touched": v[2]} for k, v in hb.items()},
+                             "gsm8k": {"rewards": g_total, "changed": g_changed, "groups_screened": g_touched}},
+                   "judge": {c["id"]: {k: jres[k][i] for k in SETTINGS} for i, c in enumerate(jc)},
+                   "synthesis": {c["id"]: {k: sres[k][i] for k in sres} for i, c in enumerate(sc)}}
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+        out.print(f"reward_hacking: cases={len(cases)} judge_flips={flips[FIGURE]} synthesis_hijacks={hijacks['all']} clean_changed={clean:.4f}")
+        (args.out / "output.txt").write_text(out.export_text())
 
-    out = Console(width=170, record=True)
-    cmd = shlex.join(["python", *sys.argv])
-    out.print(f"command: {cmd}; machine {platform.machine()}, {os.cpu_count()} cores; model {args.model} as judge and anchor")
-    report_judge(out, jc, jres)
-    t = Table("synthesis case", "no guard: hostile/control (ref answers)", "screen: hostile/control (ref answers)",
-              "screen + sift: hostile/control (ref answers)", "flags (screen + sift)",
-              title="synthesis cases: the hostile rollout's CaT reward vs its control's")
-    for i, c in enumerate(sc):
-        n, a, f = sres["none"][i], sres["all"][i], sres["sift"][i]
-        t.add_row(c["id"], *[f"{_pair(x[0], x[1])} ({x[2]}/{x[3]})" for x in (n, a, f)], " ".join(f[4])[:60])
-    out.print(t)
-    flips = {k: sum(h > c + 1e-9 for h, c, _ in v) for k, v in jres.items()}
-    hijacks = {k: sum(h > c + 1e-9 for h, c, *_ in v) for k, v in sres.items()}
-    for src in dict.fromkeys(c["source"] for c in cases):
-        jf = {k: sum(h > c + 1e-9 for (h, c, _), x in zip(v, jc, strict=True) if x["source"] == src) for k, v in jres.items()}
-        sh = {k: sum(h > c + 1e-9 for (h, c, *_), x in zip(v, sc, strict=True) if x["source"] == src) for k, v in sres.items()}
-        n = sum(c["source"] == src for c in cases)
-        out.print(f"{src} ({n} cases): judge flips by guard setting " + ", ".join(f"{k}={v}" for k, v in jf.items())
-                  + "; synthesis hijacks " + ", ".join(f"{k}={v}" for k, v in sh.items()))
-    for k, (tot, ch, touched) in hb.items():
-        out.print(f"clean HealthBench hard 20, guards {k}: {ch}/{tot} rewards changed; touched: {touched}")
-    out.print(f"clean GSM8K 0-{args.gsm8k - 1}: {g_changed}/{g_total} rewards changed; {g_touched} groups screened")
-    clean = (hb_changed + g_changed) / (hb_total + g_total)
-    summary = {"command": cmd, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "cases": len(cases),
-               "sources": {src: sum(c["source"] == src for c in cases) for src in dict.fromkeys(c["source"] for c in cases)},
-               "judge_flips": flips, "synthesis_hijacks": hijacks,
-               "figure_guards": FIGURE,
-               "clean": {"healthbench": {k: {"rewards": v[0], "changed": v[1], "touched": v[2]} for k, v in hb.items()},
-                         "gsm8k": {"rewards": g_total, "changed": g_changed, "groups_screened": g_touched}},
-               "judge": {c["id"]: {k: jres[k][i] for k in SETTINGS} for i, c in enumerate(jc)},
-               "synthesis": {c["id"]: {k: sres[k][i] for k in sres} for i, c in enumerate(sc)}}
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
-    out.print(f"reward_hacking: cases={len(cases)} judge_flips={flips[FIGURE]} synthesis_hijacks={hijacks['all']} clean_changed={clean:.4f}")
-    (args.out / "output.txt").write_text(out.export_text())
-
+    except BaseException:
+        args.out.mkdir(parents=True, exist_ok=True)
+        export_calls(cache, own, exclude=base_keys)
+        raise
 
 def report_judge(out: Console, jc: list[dict], jres: dict) -> None:
     """The judge cases' table and, per corpus, the flips under each guard setting."""
