@@ -342,3 +342,13 @@ def test_split_specs_keeps_each_estimators_own_parameters():
     assert split_specs("synthesis,recursive:m=2,t=1,cluster:order=both") == ["synthesis", "recursive:m=2,t=1", "cluster:order=both"]
     assert split_specs(" majority , ,permutation:k=2") == ["majority", "permutation:k=2"]
     assert [parse_estimator(s).spec()["name"] for s in split_specs("recursive:m=2,t=1,majority")] == ["recursive", "majority"]
+
+
+def test_unnumbered_synthesis_leaves_the_ids_out_and_says_so():
+    anchor = ScriptedEngine()
+    texts = group(1, 2, 3)
+    ref = parse_estimator("synthesis:numbered=0").estimate(anchor, texts)
+    prompt = anchor.requests[0].messages[-1]["content"]
+    assert "<candidate id=" not in prompt and prompt.count("<candidate>\n") == 3 and all(t in prompt for t in texts)
+    assert ref.estimator == {"name": "synthesis", "seed": 0, "screen": True, "shuffle": False, "numbered": False}
+    assert "numbered" not in parse_estimator("synthesis").spec()

@@ -26,8 +26,9 @@ def wrap(tag: str, text: str, **attrs: str) -> str:
     return f"<{tag}{attr}>\n{escape_delimiters(text)}\n</{tag}>"
 
 
-def format_candidates(texts: Sequence[str]) -> str:
-    return "\n\n".join(wrap("candidate", t, id=str(i)) for i, t in enumerate(texts, 1))
+def format_candidates(texts: Sequence[str], numbered: bool = True) -> str:
+    """Each text in its own <candidate> block, numbered from 1 (`id="1"`) unless `numbered` is False."""
+    return "\n\n".join(wrap("candidate", t, **({"id": str(i)} if numbered else {})) for i, t in enumerate(texts, 1))
 
 
 def as_messages(conversation: str | Sequence[dict[str, str]]) -> list[dict[str, str]]:

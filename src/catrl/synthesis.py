@@ -17,13 +17,15 @@ from catrl.types import CONTEXT_BOUND, ChatRequest, Reference, Sampling
 from catrl.verify import extract_answer
 
 MODES = ("reasoning", "freeform")
-def synthesis_request(rollouts: Sequence[str], mode: str = "reasoning", question: str | None = None, id: str = "") -> ChatRequest:
-    """The anchor's chat request. The question is included only when given (the paper's ablation)."""
+def synthesis_request(rollouts: Sequence[str], mode: str = "reasoning", question: str | None = None, id: str = "",
+                      numbered: bool = True) -> ChatRequest:
+    """The anchor's chat request. The question is included only when given (the paper's ablation);
+    `numbered=False` leaves the candidates' ids out (an ablation: does a number invite a pick?)."""
     if mode not in MODES:
         raise InputError(f"synthesis mode must be one of {MODES}, got {mode!r}")
     if not rollouts:
         raise InputError("cannot synthesize from an empty group of rollouts")
-    values = {"count": str(len(rollouts)), "candidates": format_candidates(rollouts)}
+    values = {"count": str(len(rollouts)), "candidates": format_candidates(rollouts, numbered)}
     name = f"synthesis_{mode}"
     if question is not None:
         name += "_with_question"

@@ -22,9 +22,9 @@ def cyclic_orders(base: Sequence[int], k: int) -> list[list[int]]:
     return [list(base[s:]) + list(base[:s]) for s in starts]
 
 
-def synthesis_prompt(texts: Sequence[str], order: Sequence[int], mode: str) -> ChatRequest:
+def synthesis_prompt(texts: Sequence[str], order: Sequence[int], mode: str, numbered: bool = True) -> ChatRequest:
     """The paper's synthesis prompt with the candidates in `order` (indices into texts)."""
-    return synthesis_request([texts[i] for i in order], mode)
+    return synthesis_request([texts[i] for i in order], mode, numbered=numbered)
 
 
 @dataclass
@@ -32,13 +32,18 @@ class Synthesis(Estimator):
     """The paper's synthesis: every candidate in one prompt."""
 
     shuffle: bool = False
+    numbered: bool = True  # candidates carry id="1".."G" (the paper's prompt); 0: plain <candidate> blocks
 
     def __post_init__(self):
         self.name = "synthesis"
 
+    def spec(self):
+        """`numbered` is named only when off, so the paper's spec reads as before."""
+        return {k: v for k, v in super().spec().items() if k != "numbered" or not v}
+
     def _estimate(self, anchor, groups, mode="reasoning", sampling=None, ids=None, on_result=None):
         texts = self._groups(groups, mode)
-        calls = [_Call(i, synthesis_prompt(t, o, mode), o)
+        calls = [_Call(i, synthesis_prompt(t, o, mode, self.numbered), o)
                  for i, t in enumerate(texts)
                  for o in [shuffled(len(t), group_seed(self.seed, t)) if self.shuffle else list(range(len(t)))]]
         comps = self._run(anchor, calls, sampling, ids, on_result)
