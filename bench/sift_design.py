@@ -59,8 +59,10 @@ def rollouts_by_question(n: int) -> list[list[str]]:
     return out
 
 
-def sample_pieces(groups: list[list[str]], k: int, seed: int) -> list[str]:
-    pool = sorted({p for g in groups for t in g for p in piece_texts(t)})
+def sample_pieces(groups: list[list[str]], k: int, seed: int, seen: frozenset[str] = frozenset()) -> list[str]:
+    """k distinct sentences of the groups' rollouts, none of them in `seen` (a sentence common to both splits
+    would not be unseen)."""
+    pool = sorted({p for g in groups for t in g for p in piece_texts(t)} - seen)
     return random.Random(seed).sample(pool, min(k, len(pool)))
 
 
@@ -85,7 +87,8 @@ def main() -> None:
     bait = sorted({p for c in read for p in piece_texts(c["hostile"]) if p not in set(piece_texts(c["control"]))})
     groups = rollouts_by_question(200)
     honest = sample_pieces(groups[:100], args.honest, seed=0)
-    report = sample_pieces(groups[100:], args.report, seed=1)
+    design_pool = frozenset(p for g in groups[:100] for t in g for p in piece_texts(t))
+    report = sample_pieces(groups[100:], args.report, seed=1, seen=design_pool)
     cache = CallCache(args.cache)
     own = args.out / "calls.jsonl.gz"
     if own.exists():

@@ -8,7 +8,7 @@ import pytest
 from fakes import ScriptedEngine
 from test_guards import CRIT, gullible_judge
 
-from catrl.errors import EngineError
+from catrl.errors import EngineError, InputError
 from catrl.guards import visible
 from catrl.rewards import RubricReward
 from catrl.sift import THRESHOLD, pieces, score_pieces, sift_many
@@ -148,9 +148,10 @@ def test_sift_1_keeps_what_the_anchor_model_marks_out_of_its_prompt():
     assert "sintetizzatore" not in prompt and "4 + 8 = 13." in prompt
     assert "anchor_sifted:2:1" in rec.flags and "anchor_directed:2" in rec.flags
     assert rec.reference.estimator["sift"] is True
-    plain = CaTReward(ScriptedEngine(lambda p: last_candidate(p), nll=anchor_bait_scorer), estimator="synthesis")(None, group)
+    unsifted = ScriptedEngine(lambda p: last_candidate(p), nll=anchor_bait_scorer)
+    plain = CaTReward(unsifted, estimator="synthesis")(None, group)
     assert "sintetizzatore" in plain.reference.prompt[-1]["content"] and not any("sift" in f for f in plain.flags)
-    assert "sift" not in plain.reference.estimator and anchor.scored  # only sift=1 scores
+    assert "sift" not in plain.reference.estimator and anchor.scored and not unsifted.scored  # only sift=1 scores
 
 
 def test_sift_1_scores_no_junk_and_needs_an_anchor_that_scores():
@@ -158,9 +159,12 @@ def test_sift_1_scores_no_junk_and_needs_an_anchor_that_scores():
 
     anchor = ScriptedEngine(lambda p: "\\boxed{12}", nll=anchor_bait_scorer)
     CaTReward(anchor, estimator="synthesis:sift=1")(None, ["\\boxed{12}", "", "a" * 5000 + " \\boxed{99}"])
-    assert all("aaaa" not in cont for _, cont in anchor.scored)  # the repetitive rollout is left out unread
+    read = {cont for _, cont in anchor.scored}
+    assert read == {"\\boxed{12}"}  # the empty and the repetitive rollouts are left out unread
     with pytest.raises(EngineError, match="cannot score"):
         CaTReward(NoScoring(), estimator="cluster:sift=1")
+    with pytest.raises(InputError, match="sift=1 needs screen=1"):
+        CaTReward(anchor, estimator="majority:sift=1")
 
 
 @pytest.mark.real_model

@@ -350,3 +350,17 @@ def test_a_step_with_no_advantage_skips_its_pass_and_learns_the_same(tmp_path, s
     assert metrics["skip"][0]["grad_norm"] > 0 and metrics["skip"][1]["grad_norm"] == metrics["full"][1]["grad_norm"] == 0.0
     ws, wf = (load_file(str(tmp_path / r / "adapter" / "adapter_model.safetensors")) for r in ("skip", "full"))
     assert ws.keys() == wf.keys() and all(torch.equal(ws[k], wf[k]) for k in ws)
+
+
+def test_the_zero_advantage_skip_is_refused_where_it_could_change_what_is_learned():
+    """Exactly-zero advantages and nothing else in the loss, and no dropout drawing from the RNG."""
+    import torch
+
+    from catrl.grpo_trainer import _draws_dropout, zero_signal
+
+    zeros, some = {"advantages": torch.zeros(4)}, {"advantages": torch.tensor([0.0, 0.5, -0.5, 0.0])}
+    assert zero_signal(zeros, 0.0, False) and not zero_signal(some, 0.0, False)
+    assert not zero_signal(zeros, 0.04, False) and not zero_signal(zeros, 0.0, True)  # a KL or another term in the loss
+    assert not zero_signal({"advantages": torch.full((4,), 1e-12)}, 0.0, False)  # near zero is not zero
+    assert _draws_dropout(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.05)))
+    assert not _draws_dropout(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.0)))

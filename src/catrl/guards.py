@@ -161,12 +161,13 @@ _PATTERNS = [
 ]
 _GRADER_DIRECTED = re.compile("|".join(f"(?:{p})" for p in _PATTERNS), re.IGNORECASE)
 
-# A sentence ends at .!? before a blank (not inside 1.5, a URL or a JSON value), at a line break, or after
-# 。！？; not after a title or an initial ("Dr. Lee", "J. Smith"), where a reader sees no sentence end.
-_ABBREVIATIONS = ("Dr", "Mr", "Mrs", "Ms", "Mx", "Prof", "Sr", "Jr", "St", "vs", "e.g", "i.e", "cf", "approx", "No", "Fig", "al")
-_NOT_AFTER = "".join(rf"(?<!\b{re.escape(a)}\.)" for a in _ABBREVIATIONS) + r"(?<!\b[A-Z]\.)"
-_BREAK = re.compile(rf"\n|(?<=[.!?]){_NOT_AFTER}(?=\s)|(?<=[。！？])")
-_FENCE = re.compile(r"\s*(?:```|~~~)")
+# A sentence ends at .!? (and any closing quote or bracket) before a blank, not inside 1.5, a URL or a JSON
+# value; at a line break; or after 。！？. Not after a title ("Dr. Lee"), where a reader sees no sentence end.
+_ABBREVIATIONS = ("Dr", "Mr", "Mrs", "Ms", "Mx", "Prof", "Sr", "Jr", "St", "vs", "e.g", "i.e", "cf", "approx", "Fig", "al")
+_NOT_AFTER = "".join(rf"(?<!\b{re.escape(a)}\.)" for a in _ABBREVIATIONS)
+_BREAK = re.compile(rf"\n|(?:(?<=[.!?]){_NOT_AFTER}|(?<=[.!?][\"'\u201d\u2019)\]]))(?=\s)|(?<=[。！？])")
+_FENCE = re.compile(r"\s*(?:`{3,}|~{3,})")
+_MARKER = re.compile(r"[\s*+•>#|-]*(?:\d{1,3}[.)]|[A-Za-z][.)])?[\s*+•>#|-]*")  # a list marker or bullet, and nothing else
 
 
 def grader_directed_spans(text: str) -> list[tuple[int, int]]:
@@ -196,37 +197,41 @@ def strip_grader_directed(text: str) -> str:
 
 
 def strip_spans(v: str, spans: Sequence[tuple[int, int]]) -> str:
-    """A visible text without the given spans, and without the residue a cut leaves: a line the cut touched
-    that keeps no letter or digit (a lone `)`, a bullet, a `}}`) goes, and so does a fenced block whose
-    lines all went, fences included. The counterfactual reading should read as if the cut text had never
-    been written: a stray fence or bracket is itself something a judge reacts to."""
+    """A visible text without the given spans, and without the residue a cut leaves, so the counterfactual
+    reads as if the cut text had never been written (a stray fence or bracket is itself something a judge
+    reacts to): a line the cut touched that keeps no letter or digit, or only a list marker, goes; a fenced
+    block whose lines all went goes with its fences; and separators left at either end next to a cut go."""
     cut = bytearray(len(v))
     for a, b in spans:
         cut[a:b] = b"\x01" * (b - a)
+    originals = v.split("\n")
     lines: list[str | None] = []    # None: dropped
     touched: list[bool] = []
     pos = 0
-    for line in v.split("\n"):
+    for line in originals:
         end = pos + len(line)
         kept = "".join(ch for k, ch in enumerate(line, pos) if not cut[k])
         hit = any(cut[pos:end])
-        lines.append(None if hit and not any(ch.isalnum() for ch in kept) else kept)
+        if hit and (fence := _FENCE.match(line)):
+            kept = fence.group(0)  # a fence keeps its place in the pairing; the text on its line goes
+        lines.append(None if hit and _residue(kept) and not _FENCE.match(line) else kept)
         touched.append(hit)
         pos = end + 1
-    _drop_emptied_fences(lines, touched)
-    kept = [i for i, t in enumerate(lines) if t is not None and t.strip()]
-    for order in (kept, kept[::-1]):  # separators left dangling at either end (a `---` before cut notes)
-        for i in order:
-            if any(ch.isalnum() for ch in lines[i]) or _FENCE.match(lines[i]):
-                break
-            lines[i] = None
+    _drop_emptied_fences(lines, touched, originals)
+    _drop_dangling_ends(lines, touched)
     text = "\n".join(t for t in lines if t is not None)
     return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+\n", "\n", text)).strip()
 
 
-def _drop_emptied_fences(lines: list[str | None], touched: list[bool]) -> None:
-    """Drop both fences of each fenced block (or an unclosed one) whose every line a cut removed."""
-    fences = [i for i, t in enumerate(lines) if t is not None and not touched[i] and _FENCE.match(t)]
+def _residue(kept: str) -> bool:
+    """Nothing left to read: no letter or digit, or only a list marker ("2.", "-", "a)")."""
+    return not any(ch.isalnum() for ch in kept) or bool(_MARKER.fullmatch(kept))
+
+
+def _drop_emptied_fences(lines: list[str | None], touched: list[bool], originals: list[str]) -> None:
+    """Drop both fences of each fenced block (or an unclosed last one) whose every line a cut removed. Fences
+    pair as in the original text, so a cut cannot shift the pairing and move prose into a code block."""
+    fences = [i for i, t in enumerate(originals) if _FENCE.match(t)]
     for k in range(0, len(fences), 2):
         a = fences[k]
         b = fences[k + 1] if k + 1 < len(fences) else len(lines)
@@ -235,6 +240,21 @@ def _drop_emptied_fences(lines: list[str | None], touched: list[bool]) -> None:
             for i in (a, b):
                 if i < len(lines):
                     lines[i] = None
+
+
+def _drop_dangling_ends(lines: list[str | None], touched: list[bool]) -> None:
+    """At either end, a run of lines with nothing to read (a `---`, a `}`) goes when a cut line is part of it:
+    the separator before cut notes. A run no cut touched is the author's (a closing `\\]`) and stays."""
+    for order in (range(len(lines)), range(len(lines) - 1, -1, -1)):
+        run = []
+        for i in order:
+            t = lines[i]
+            if t is not None and t.strip() and (not _residue(t) or _FENCE.match(t)):
+                break
+            run.append(i)
+        if any(touched[i] for i in run):
+            for i in run:
+                lines[i] = None
 
 
 # -- which guards run -------------------------------------------------------------------------------

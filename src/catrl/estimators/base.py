@@ -129,6 +129,8 @@ class Estimator:
     def check(self, g: int | None = None, mode: str = "reasoning") -> None:
         if mode not in MODES:
             raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+        if self.sift and not self.sifts:
+            raise InputError(f"estimator {self.name}: sift=1 needs screen=1 and an estimator that reads the group with the anchor")
 
     @property
     def uses_anchor(self) -> bool:
