@@ -13,7 +13,8 @@ with `--set rollouts=transformers`. Ends with `grpo_step: cat_share=<(synthesis 
     python bench/grpo_step.py --config docs/cat_rl/controls/config.yaml --steps 4 [--set micro_batch=8]   # the controls' step
 
 The last line also says the median step (steps after the first), the LoRA rank, micro-batch and
-threads, and with LoRA what the run's portable state (catrl.run_state) weighs: `... median_step_s=... state_mb=...`.
+threads, and with LoRA what the run's portable state (catrl.run_state) weighs: `... median_step_s=... state_mb=...`. The `skipped` column is the share of a step's micro-batches whose
+advantages were all exactly 0, so their forward and backward pass was skipped (catrl.grpo_trainer).
 """
 
 from __future__ import annotations
@@ -98,17 +99,20 @@ def main() -> None:
 
             state_mb = save_state(Path(tmp) / f"checkpoint-{args.steps}", Path(tmp), Path(tmp) / "state", cfg.to_dict())["bytes"] / 2**20
 
+    # the share of each step's micro-batches whose advantages were all 0, so their pass was skipped (catrl.grpo_trainer)
+    skipped = [h.get("zero_advantage_skipped") for h in trainer.state.log_history if "loss" in h]
     rows = []
     for i, total in enumerate(clock.seconds):
         gen, st = gen_seconds[i], stage_seconds[i]
         syn, ver = st.get("synthesis", 0.0), st.get("verify", 0.0)  # an anchor-free reward has no synthesis
-        rows.append((i + 1, total, gen, syn, ver, total - gen - syn - ver, sync_seconds[i]))
+        rows.append((i + 1, total, gen, syn, ver, total - gen - syn - ver, sync_seconds[i], skipped[i] if i < len(skipped) else None))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; policy {cfg.policy} (transformers, LoRA r={cfg.lora_r}, {resolve_dtype(cfg.dtype)}), "
           f"rollouts on {resolve_rollouts(cfg)}, anchor {cfg.anchor or cfg.policy} (llama.cpp); G={cfg.g}, {cfg.prompts_per_step} questions/step, "
           f"max {cfg.max_completion_tokens} new tokens, anchor max {cfg.anchor_max_tokens}")
-    print(f"{'step':>4}{'total s':>9}{'generate':>10}{'(sync)':>8}{'synthesis':>11}{'verify':>8}{'loss+opt':>10}")
+    print(f"{'step':>4}{'total s':>9}{'generate':>10}{'(sync)':>8}{'synthesis':>11}{'verify':>8}{'loss+opt':>10}{'skipped':>9}")
     for r in rows:
-        print(f"{r[0]:>4}{r[1]:>9.1f}{r[2]:>10.1f}{r[6]:>8.1f}{r[3]:>11.1f}{r[4]:>8.2f}{r[5]:>10.1f}")
+        skip = "" if r[7] is None else f"{r[7]:.2f}"
+        print(f"{r[0]:>4}{r[1]:>9.1f}{r[2]:>10.1f}{r[6]:>8.1f}{r[3]:>11.1f}{r[4]:>8.2f}{r[5]:>10.1f}{skip:>9}")
     measured = rows[1:] or rows
     tot = sum(r[1] for r in measured)
     share = {name: sum(r[k] for r in measured) / tot for k, name in ((2, "generate"), (3, "synthesis"), (4, "verify"), (5, "loss+opt"))}
