@@ -29,7 +29,7 @@ from catrl.judge_guards import plan_judging
 from catrl.judging import judge_many
 from catrl.rubrics import propose_rubrics
 from catrl.selection import majority_of_answers
-from catrl.sift import Sifted, sift_many
+from catrl.sift import JUDGE, Sifted, sift_groups
 from catrl.synthesis import reference_flags, synthesize_many
 from catrl.types import Message, Reference, RewardRecord, Rubric, Sampling, Verdict
 from catrl.verify import DEFAULT_TIMEOUT_S, equivalent, extract_answer
@@ -233,11 +233,10 @@ class RubricReward:
         if not self.guards.sifts(self.judge.supports_scoring):
             return None
 
-        def skipped(i: int, ref: Reference | None, r: str) -> bool:
-            return (self.guards.screen and ref is not None and i in ref.excluded) or (self.guards.degenerate and degenerate_reason(r) is not None)
-        read = [r for g, ref in zip(groups, refs, strict=True) for i, r in enumerate(g) if not skipped(i, ref, r)]
-        done = dict(zip(read, sift_many(self.judge, read), strict=True))
-        return [[done.get(r) or Sifted(r) for r in g] for g in groups]
+        def read(gi: int, i: int, r: str) -> bool:
+            screened = self.guards.screen and refs[gi] is not None and i in refs[gi].excluded
+            return not screened and not (self.guards.degenerate and degenerate_reason(r) is not None)
+        return sift_groups(self.judge, groups, JUDGE, read)
 
     def __call__(self, conversation: str | Sequence[Message], rollouts: Sequence[str]) -> RewardRecord:
         return self.score_groups([conversation], [rollouts])[0]

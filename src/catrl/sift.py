@@ -18,7 +18,7 @@ emoji) are never cut and cost no call. The model calls are at the edge (`score_p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -45,6 +45,7 @@ JUDGE = Reader("sift_grader", "sift_answer", THRESHOLD)         # a free-form re
 # a math rollout, read by the anchor (estimators' sift=1); 7.0 by a rule fixed before scoring: the smallest
 # 0.5 multiple at least 1 nat above every design-honest GSM8K sentence (docs/reward_hacking/sift_anchor)
 ANCHOR = Reader("sift_anchor", "sift_solution", 7.0)
+
 
 @dataclass
 class Sifted:
@@ -108,6 +109,15 @@ def sift_many(engine: Engine, responses: Sequence[str], reader: Reader = JUDGE) 
             continue
         out.append(Sifted(strip_spans(v, sorted(cut + m)), [v[a:b] for a, b in cut], len(m), mine))
     return out
+
+
+def sift_groups(engine: Engine, groups: Sequence[Sequence[str]], reader: Reader,
+                read: Callable[[int, int, str], bool]) -> list[list[Sifted]]:
+    """Per group, per text: sifted in one scoring pass where `read(group, index, text)`, else unchanged
+    (texts another guard already gives 0 cost no scoring)."""
+    todo = [t for gi, g in enumerate(groups) for i, t in enumerate(g) if read(gi, i, t)]
+    done = dict(zip(todo, sift_many(engine, todo, reader), strict=True))
+    return [[done.get(t) or Sifted(t) for t in g] for g in groups]
 
 
 def _overlaps(span: tuple[int, int], spans: Sequence[tuple[int, int]]) -> bool:

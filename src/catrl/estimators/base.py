@@ -16,7 +16,7 @@ from catrl.errors import InputError
 from catrl.guards import has_content, junk_reason
 from catrl.screening import nothing_left, restore_indices, screen_group
 from catrl.selection import answer_classes, mean_nll
-from catrl.sift import ANCHOR, Sifted, sift_many
+from catrl.sift import ANCHOR, Sifted, sift_groups
 from catrl.types import ChatRequest, Completion, Reference, Sampling
 from catrl.verify import extract_answer
 
@@ -176,9 +176,7 @@ class Estimator:
             raise InputError(f"estimator {self.name!r} with sift=1 needs an anchor engine that scores")
         require_scoring(anchor)
         texts = [[_text(c) for c in g] for g in groups]
-        read = [t for g in texts for t in g if has_content(t) and not junk_reason(t, g)]  # junk is never read: no cost
-        done = dict(zip(read, sift_many(anchor, read, ANCHOR), strict=True))
-        return [[done.get(t) or Sifted(t) for t in g] for g in texts]
+        return sift_groups(anchor, texts, ANCHOR, lambda gi, _, t: has_content(t) and not junk_reason(t, texts[gi]))  # junk is never read
 
     def _estimate(self, anchor: Engine | None, groups: Sequence[Sequence[Candidate]], mode: str, sampling: Sampling | None,
                   ids: Sequence[str] | None, on_result: OnResult | None) -> list[Reference]:
