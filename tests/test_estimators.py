@@ -352,3 +352,11 @@ def test_unnumbered_synthesis_leaves_the_ids_out_and_says_so():
     assert "<candidate id=" not in prompt and prompt.count("<candidate>\n") == 3 and all(t in prompt for t in texts)
     assert ref.estimator == {"name": "synthesis", "seed": 0, "screen": True, "shuffle": False, "numbered": False}
     assert "numbered" not in parse_estimator("synthesis").spec()
+
+
+@pytest.mark.real_model
+def test_unnumbered_synthesis_on_a_real_model(smol_engine):
+    texts = ["3 + 4 = 7, so \\boxed{7}", "3 + 4 = 8. \\boxed{8}", "Adding gives \\boxed{7}"]
+    ref = parse_estimator("synthesis:numbered=0").estimate(smol_engine, texts, "reasoning", Sampling(max_tokens=32, seed=0))
+    prompt = ref.prompt[-1]["content"]
+    assert "<candidate id=" not in prompt and prompt.count("<candidate>\n") == 3 and ref.calls[0]["completion_tokens"] > 0
