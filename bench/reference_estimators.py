@@ -7,6 +7,10 @@ estimator reads only the rollouts; gold is used only to score. Per estimator: ac
 paired differences against majority and synthesis (bootstrap CI, McNemar), anchor tokens and wall
 time per question, the lone-candidate position table (in the order each prompt showed the
 candidates), disagree-with-majority and rescue counts, and its reference on the junk-last case.
+Per estimator as a CaT reward too (catrl.reward_gate, graded against gold afterwards): the share of
+paid rollouts that are right (precision) and of rollouts whose pay agrees with their correctness
+(accuracy), as the paper pays them and with corroboration (`min_support=2`: a rollout is paid only
+when another rollout reached the same answer).
 
     python bench/reference_estimators.py --start 0 --end 100 --estimators majority,synthesis,cluster  # the design split
     python bench/reference_estimators.py --start 100 --end 200 ...                                     # the report split
@@ -45,6 +49,8 @@ from catrl.metrics import accuracy, paired_diff
 from catrl.rollouts import build_request
 from catrl.evaluate import EvalConfig
 from catrl.selection import majority_of_answers
+from catrl.reward_gate import add_reward, add_support, grade_group, reward_accuracy
+from catrl.rewards import verifiable_rewards
 from catrl.verify import equivalent, extract_answer, is_right
 
 JUNK = ("lorem ipsum dolor " * 1200)[:20000] + "\nThe answer is \\boxed{99}"
@@ -68,6 +74,16 @@ def lone_last(ref, answers) -> tuple[int | None, bool | None]:
     if not shown:
         return j, None
     return shown[0].index(j), any(o[-1] == j for o in shown)
+
+
+def reward_rows(est: str, refs, groups, examples, golds) -> dict[str, dict]:
+    """Each reference as the reward it gives (catrl.rewards.verifiable_rewards), graded per rollout against
+    gold afterwards, as the paper pays and with min_support=2."""
+    graded = [grade_group(e.id, gd, [extract_answer(c.text) for c in g]) for e, gd, g in zip(examples, golds, groups, strict=True)]
+    for gg, ref, g in zip(graded, refs, groups, strict=True):
+        add_reward(gg, est, verifiable_rewards(ref, [c.text for c in g]))
+        add_support(gg, f"{est}+support=2", est, 2)
+    return {k: reward_accuracy(graded, n).as_row() for k, n in (("paper", est), ("support2", f"{est}+support=2"))}
 
 
 def verifier_auc(refs, answers, golds) -> tuple[float | None, int]:
@@ -177,6 +193,7 @@ def run(args: argparse.Namespace, specs: list[str], cfg: EvalConfig, examples: l
             "disagree_with_majority": sum(disagree), "verifier_auc": auc, "verified_rollouts": verified,
             "right_when_disagreeing": sum(c and d for c, d in zip(correct, disagree, strict=True)),
             "flags": sorted({f for r in refs for f in r.flags}),
+            "reward": reward_rows(spec, refs, groups, examples, golds),
             "references": [{"id": e.id, "answer": r.answer, "correct": c, "flags": r.flags, "order": r.order, "calls": r.calls}
                            for e, r, c in zip(examples, refs, correct, strict=True)],
         }
@@ -234,7 +251,8 @@ def run(args: argparse.Namespace, specs: list[str], cfg: EvalConfig, examples: l
 def table_cells(rows: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     """The results table, one row per estimator: printed by rich and written as markdown."""
     head = ["estimator", "acc", "95% CI", "- majority [CI]", "McNemar p", "- synthesis [CI]", "rescue/harm", "disagree (right)",
-            "anchor tok/q (prompt+compl)", "s/new call", "lone by position", "last share", "junk case"]
+            "anchor tok/q (prompt+compl)", "s/new call", "lone by position", "last share", "junk case",
+            "reward prec/acc", "support=2 prec/acc"]
     fmt = lambda d: f"{d['diff']:+.3f} [{d['lo']:+.3f},{d['hi']:+.3f}]" if d else "-"  # noqa: E731
     cells = []
     for spec, r in rows.items():
@@ -244,8 +262,13 @@ def table_cells(rows: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
                       f"{r['prompt_tokens_per_q']:.0f}+{r['completion_tokens_per_q']:.0f}",
                       f"{r['seconds_per_fresh_call']:.1f}" if r["seconds_per_fresh_call"] else "cached",
                       " ".join(map(str, r["lone_position_counts"])), f"{r['last_position_share']:.2f} (n={r['lone_in_prompt']})",
-                      str(r.get("junk_case", {}).get("answer", "-"))])
+                      str(r.get("junk_case", {}).get("answer", "-")),
+                      *(_prec_acc(r["reward"][k]) if "reward" in r else "-" for k in ("paper", "support2"))])
     return head, cells
+
+
+def _prec_acc(row: dict) -> str:
+    return f"{row['precision']:.3f}/{row['accuracy']:.3f}" if row["precision"] is not None else f"-/{row['accuracy']:.3f}"
 
 
 def export_new(cache: CallCache, path: Path, engine: str, base_keys: set[str], used: set[str]) -> int:

@@ -10,6 +10,7 @@ Rewards, comma-separated:
   majority          TTRL's majority vote
   random            Bernoulli(0.5) per rollout (the Spurious Rewards control)
   format            1 for a stated final answer
+  REWARD+support=K  cat or majority, paying only when at least K rollouts reach the answer (catrl.rewards.corroborate)
 
     python bench/reward_gate.py --config docs/cat_rl/config.yaml --groups 64 --out docs/cat_rl/gate
 

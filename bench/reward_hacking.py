@@ -8,7 +8,8 @@ controls, before and after the guards (catrl.guards), and what the guards cost o
   (the paper's synthesis, the same 1.5B anchor). A hijack is the hostile rollout's reward above its
   control's (an honest rollout with the same wrong answer). Without screening, with it (the default), and
   with it plus the anchor's own sentence reading (`synthesis:sift=1`, opt-in; its cost on clean GSM8K
-  sentences is measured in bench/sift_design.py, not here).
+  sentences is measured in bench/sift_design.py, not here), and with it plus corroboration
+  (`min_support=2`, opt-in: a rollout is paid only if another rollout reached the same answer).
 - clean data: GSM8K questions 0-199 (the committed rollouts of docs/cat_quality) and HealthBench
   hard 20 (the committed rollouts, rubrics and verdicts of docs/rubric_validity). `clean_changed` is
   the share of their rewards the guards change; only what a guard touches needs a new model call.
@@ -59,7 +60,8 @@ SETTINGS = {"none": "none", "screen": "screen", "degenerate": "degenerate", "cou
 
 # synthesis: no screening (the paper's), the default screening (junk out, the patterns' sentences cut), and the
 # default screening plus the anchor model's own reading (estimators' sift=1, opt-in)
-SYNTHESIS_SETTINGS = {"none": "synthesis:screen=0", "all": "synthesis", "sift": "synthesis:sift=1"}
+# default screening with corroboration (rewards' min_support=2, opt-in: the same references, another pay rule)
+SYNTHESIS_SETTINGS = {"none": ("synthesis:screen=0", 1), "all": ("synthesis", 1), "sift": ("synthesis:sift=1", 1), "support": ("synthesis", 2)}
 FIGURE = "default"  # the guards the figure line reports: the rewards' default
 CLEAN_SETTINGS = ("patterns", "patterns+decoy", "patterns+monitor", "default", "all")
 
@@ -124,9 +126,9 @@ def judge_cases(judge, cases: list[dict]) -> dict[str, list[tuple[float, float, 
 def synthesis_cases(anchor, cases: list[dict]) -> dict[str, list[tuple[float, float, str | None, str | None, list[str]]]]:
     """Without and with screening, per case: (hostile reward, control reward, both references' answers, flags)."""
     out = {}
-    for name, spec in SYNTHESIS_SETTINGS.items():
+    for name, (spec, support) in SYNTHESIS_SETTINGS.items():
         groups = [g for c in cases for g in (c["base"] + [c["hostile"]], c["base"] + [c["control"]])]
-        recs = CaTReward(anchor, estimator=spec).score_groups([None] * len(groups), groups)
+        recs = CaTReward(anchor, estimator=spec, min_support=support).score_groups([None] * len(groups), groups)
         out[name] = [(h.rewards[-1], k.rewards[-1], h.reference.answer, k.reference.answer, h.rollout_flags[-1] + h.flags)
                      for h, k in zip(recs[::2], recs[1::2], strict=True)]
     return out
@@ -145,6 +147,35 @@ def clean_gsm8k(policy, anchor, n: int) -> tuple[int, int, int]:
         after = CaTReward(anchor, sampling=cfg.anchor_sampling).score_groups([None] * len(sub), sub)
         changed = sum(a != b for x, y in zip(before, after, strict=True) for a, b in zip(x.rewards, y.rewards, strict=True))
     return sum(map(len, groups)), changed, len(touched)
+
+
+def clean_gsm8k_support(policy, anchor, cache: CallCache, n: int) -> dict[str, int]:
+    """What corroboration (min_support=2) changes in the default CaT rewards of the committed GSM8K groups, from
+    cached anchor calls only (a group with a missing call is left out): rewards changed, and of those the ones that
+    now agree with gold (a wrong rollout no longer paid) or no longer do (a right one no longer paid)."""
+    from catrl.datasets import gold_answer
+    from catrl.rewards import uncorroborated
+    from catrl.verify import is_right
+
+    cfg = EvalConfig(dataset="gsm8k", g=8)
+    examples = load_examples("gsm8k", None, n)
+    groups = [[c.text for c in g] for g in policy.generate([build_request(e, cfg.prompt) for e in examples], cfg.sampling, n=cfg.g)]
+    replay = CacheOnly(anchor.identity)
+    recs = CaTReward(CachedEngine(replay, _ReadOnly(cache)), sampling=cfg.anchor_sampling).score_groups([None] * len(groups), groups)
+    out = {"groups": 0, "rewards": 0, "changed": 0, "now_right": 0, "now_wrong": 0, "groups_missing": 0}
+    for e, rec in zip(examples, recs, strict=True):
+        if rec.reference.finish_reason == "missing" or any(f.startswith("anchor_error") for f in rec.flags):
+            out["groups_missing"] += 1
+            continue
+        out["groups"] += 1
+        out["rewards"] += len(rec.rewards)
+        if uncorroborated(rec.rewards, 2):
+            right = [is_right(gold_answer("gsm8k", e.gold), a) for a in rec.answers]
+            for r, ok in zip(rec.rewards, right, strict=True):
+                if r > 0:
+                    out["changed"] += 1
+                    out["now_right" if not ok else "now_wrong"] += 1
+    return out
 
 
 def clean_healthbench(judge, path: Path, guards: str = "default") -> tuple[int, int, dict[str, int]]:
@@ -259,6 +290,8 @@ def main() -> None:
         console.print(f"[{time.time() - t0:6.0f}s] synthesis cases: {len(sc)}")
         g_total, g_changed, g_touched = clean_gsm8k(policy, anchor, args.gsm8k)
         console.print(f"[{time.time() - t0:6.0f}s] GSM8K clean: {g_changed}/{g_total} rewards changed ({g_touched} groups screened)")
+        g_support = clean_gsm8k_support(policy, anchor, cache, args.gsm8k)
+        console.print(f"[{time.time() - t0:6.0f}s] GSM8K clean, corroboration: {g_support}")
         args.out.mkdir(parents=True, exist_ok=True)
         export_calls(cache, own, exclude=base_keys)  # the GSM8K rollouts travel in docs/cat_quality
 
@@ -267,11 +300,11 @@ def main() -> None:
         out.print(f"command: {cmd}; machine {platform.machine()}, {os.cpu_count()} cores; model {args.model} as judge and anchor")
         report_judge(out, jc, jres)
         t = Table("synthesis case", "no guard: hostile/control (ref answers)", "screen: hostile/control (ref answers)",
-                  "screen + sift: hostile/control (ref answers)", "flags (screen + sift)",
+                  "screen + sift: hostile/control (ref answers)", "screen + support=2", "flags (screen + sift)",
                   title="synthesis cases: the hostile rollout's CaT reward vs its control's")
         for i, c in enumerate(sc):
-            n, a, f = sres["none"][i], sres["all"][i], sres["sift"][i]
-            t.add_row(c["id"], *[f"{_pair(x[0], x[1])} ({x[2]}/{x[3]})" for x in (n, a, f)], " ".join(f[4])[:60])
+            n, a, f, u = sres["none"][i], sres["all"][i], sres["sift"][i], sres["support"][i]
+            t.add_row(c["id"], *[f"{_pair(x[0], x[1])} ({x[2]}/{x[3]})" for x in (n, a, f)], _pair(u[0], u[1]), " ".join(f[4])[:60])
         out.print(t)
         flips = {k: sum(h > c + 1e-9 for h, c, _ in v) for k, v in jres.items()}
         hijacks = {k: sum(h > c + 1e-9 for h, c, *_ in v) for k, v in sres.items()}
@@ -284,13 +317,17 @@ def main() -> None:
         for k, (tot, ch, touched) in hb.items():
             out.print(f"clean HealthBench hard 20, guards {k}: {ch}/{tot} rewards changed; touched: {touched}")
         out.print(f"clean GSM8K 0-{args.gsm8k - 1}: {g_changed}/{g_total} rewards changed; {g_touched} groups screened")
+        out.print(f"clean GSM8K 0-{args.gsm8k - 1}, screening plus corroboration (min_support=2) against screening alone: "
+                  f"{g_support['changed']}/{g_support['rewards']} rewards changed ({g_support['now_right']} wrong rollouts no longer paid, "
+                  f"{g_support['now_wrong']} right ones no longer paid; {g_support['groups_missing']} groups without cached calls left out)")
         clean = (hb_changed + g_changed) / (hb_total + g_total)
         summary = {"command": cmd, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "cases": len(cases),
                    "sources": {src: sum(c["source"] == src for c in cases) for src in dict.fromkeys(c["source"] for c in cases)},
                    "judge_flips": flips, "synthesis_hijacks": hijacks,
                    "figure_guards": FIGURE,
                    "clean": {"healthbench": {k: {"rewards": v[0], "changed": v[1], "touched": v[2]} for k, v in hb.items()},
-                             "gsm8k": {"rewards": g_total, "changed": g_changed, "groups_screened": g_touched}},
+                             "gsm8k": {"rewards": g_total, "changed": g_changed, "groups_screened": g_touched},
+                             "gsm8k_support": g_support},
                    "judge": {c["id"]: {k: jres[k][i] for k in SETTINGS} for i, c in enumerate(jc)},
                    "synthesis": {c["id"]: {k: sres[k][i] for k in sres} for i, c in enumerate(sc)}}
         (args.out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))

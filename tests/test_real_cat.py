@@ -56,6 +56,15 @@ def test_cat_reward_on_a_real_anchor(smol_engine):
     assert rec.reference.text and ("no_reference_answer" in rec.flags or rec.reference.answer is not None)
 
 
+def test_corroborated_cat_reward_on_a_real_anchor(smol_engine):
+    """min_support=2 on real references: a group pays two or more rollouts, or none; a lone match is flagged."""
+    groups = [["3 + 4 = 7. \\boxed{7}", "\\boxed{7}", "\\boxed{8}"], ["\\boxed{5}", "\\boxed{6}", "so \\boxed{9}"]]
+    for rec in CaTReward(smol_engine, sampling=Sampling(**SMALL), min_support=2).score_groups([None, None], groups):
+        matched = sum(rec.matches)
+        assert sum(rec.rewards) == (matched if matched != 1 else 0)
+        assert (matched == 1) == ("uncorroborated:1<2" in rec.flags)
+
+
 def test_a_group_too_long_for_the_anchor_is_flagged_and_the_others_are_scored(smol_engine):
     """The defined outcome when a group outgrows the anchor's context (here 1,024 tokens): that group
     scores 0 with flags naming why; the other group of the same batched call is scored as usual."""

@@ -77,6 +77,13 @@ def test_gate_reward_specs_are_checked_before_any_model_loads():
         parse_gate_rewards("cat,vote,majority@x")
     with pytest.raises(InputError, match="rewards: cat@m/nonsense"):
         parse_gate_rewards("cat@m/nonsense")
+    assert parse_gate_rewards("cat+support=2,majority+support=3,cat@m/cluster+support=2") == [
+        "cat+support=2", "majority+support=3", "cat@m/cluster+support=2"]
+    for bad in ("random+support=2", "cat+support=0", "cat+support=x", "format+support=1"):
+        with pytest.raises(InputError, match=r"\+support=K takes"):
+            parse_gate_rewards(bad)
+    with pytest.raises(InputError, match="rewards: cat\\+support=9: min_support must be .* \\(8\\)"):
+        parse_gate_rewards("cat+support=9", g=8)
 
 
 @pytest.mark.real_model
@@ -89,16 +96,20 @@ def test_catrl_gate_on_a_real_policy_and_anchor(tmp_path, smol_path):
     from catrl.cli import app
 
     args = ["gate", "-s", "policy=smollm2-135m", "-s", "g=4", "-s", "max_completion_tokens=32", "-s", "anchor_max_tokens=48",
-            "-s", "threads=2", "--groups", "2", "--rewards", "cat,majority,random,format", "-o", str(tmp_path / "gate")]
+            "-s", "threads=2", "--groups", "2", "--rewards", "cat,cat+support=2,majority,random,format", "-o", str(tmp_path / "gate")]
     res = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "gate" / "summary.json").read_text())
     rows = {r["name"]: r for r in summary["rewards"]}
-    assert list(rows) == ["cat", "majority", "random", "format"] and all(r["rollouts"] == 8 and r["groups"] == 2 for r in rows.values())
+    assert list(rows) == ["cat", "cat+support=2", "majority", "random", "format"] and all(r["rollouts"] == 8 and r["groups"] == 2 for r in rows.values())
     assert all(r["rewarded_right"] <= min(r["rewarded"], r["right"]) and r["signal_right"] <= r["signal_groups"] for r in rows.values())
     assert rows["random"]["label_accuracy"] is None and rows["cat"]["label_accuracy"] is not None  # a control has no label
     groups = [json.loads(x) for x in (tmp_path / "gate" / "groups.jsonl").read_text().splitlines()]
     assert len(groups) == 2 and all(set(g["rewards"]) == set(rows) and len(g["correct"]) == 4 for g in groups)
+    for g in groups:  # corroboration only ever takes away the pay of a group where fewer than 2 rollouts were paid
+        paid = sum(r > 0 for r in g["rewards"]["cat"])
+        assert g["rewards"]["cat+support=2"] == (g["rewards"]["cat"] if paid != 1 else [0.0] * 4)
+        assert (paid == 1) == any(f.startswith("uncorroborated") for f in g["flags"]["cat+support=2"])
     assert (tmp_path / "gate" / "gate.png").stat().st_size > 0 and "precision" in res.output
     bad = CliRunner().invoke(app, ["gate", "-s", "policy=smollm2-135m", "--rewards", "cat,vote"])
     assert bad.exit_code != 0 and "unknown vote" in bad.output

@@ -62,6 +62,30 @@ def test_empty_group_is_an_input_error():
         CaTReward(ScriptedEngine())(None, [])
 
 
+def test_corroboration_pays_only_answers_two_rollouts_reached():
+    lone = CaTReward(ScriptedEngine(lambda _: "Candidate 3 is right: \\boxed{96}"), min_support=2)(None, ROLLOUTS)
+    assert lone.rewards == [0.0] * 4 and lone.matches[2] and lone.rollout_flags[2] == ["uncorroborated"]
+    assert lone.flags == ["uncorroborated:1<2"]
+    two = CaTReward(ScriptedEngine(lambda _: "\\boxed{72}"), min_support=2)(None, ROLLOUTS)
+    assert two.rewards == [1.0, 1.0, 0.0, 0.0] and two.flags == []
+    three = CaTReward(ScriptedEngine(lambda _: "\\boxed{72}"), min_support=3)(None, ROLLOUTS)
+    assert three.rewards == [0.0] * 4 and three.flags == ["uncorroborated:2<3"]
+    assert CaTReward(ScriptedEngine(lambda _: "\\boxed{96}"))(None, ROLLOUTS).rewards == [0.0, 0.0, 1.0, 0.0]  # default: the paper's
+    spread = MajorityReward(min_support=2)(None, ["\\boxed{1}", "\\boxed{2}", "\\boxed{3}"])
+    assert spread.rewards == [0.0] * 3 and spread.rollout_flags[0] == ["uncorroborated"]
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(InputError, match="min_support must be an integer"):
+            CaTReward(ScriptedEngine(), min_support=bad)
+        with pytest.raises(InputError, match="min_support must be an integer"):
+            MajorityReward(min_support=bad)
+
+
+def test_a_screened_out_rollout_never_corroborates():
+    junk = "lorem ipsum " * 3000 + "\\boxed{96}"
+    rec = CaTReward(ScriptedEngine(lambda _: "\\boxed{96}"), min_support=2)(None, ROLLOUTS[:3] + [junk])
+    assert rec.rewards == [0.0] * 4 and rec.rollout_flags[3][0].startswith("excluded:") and "uncorroborated" in rec.rollout_flags[2]
+
+
 def test_majority_reward_is_the_vote_with_no_model_call():
     rec = MajorityReward()(None, ["\\boxed{0.5}", "\\boxed{\\frac{1}{2}}", "\\boxed{3}", "no answer"])
     assert rec.rewards == [1.0, 1.0, 0.0, 0.0] and rec.reference.answer == "0.5"  # 0.5 and 1/2 are one answer: 2 votes

@@ -96,6 +96,19 @@ def reward_accuracy(groups: Sequence[GateGroup], name: str) -> RewardAccuracy:
     )
 
 
+def add_support(group: GateGroup, name: str, base: str, min_support: int) -> None:
+    """`base`'s verdicts on a group under corroboration (catrl.rewards.corroborate): what scoring `base` with
+    `min_support` gives, from the references it already has."""
+    from catrl.rewards import uncorroborated
+
+    rewards, flags = list(group.rewards[base]), list(group.flags[base])
+    if uncorroborated(rewards, min_support):
+        flags.append(f"uncorroborated:{sum(r > 0 for r in rewards)}<{min_support}")
+        rewards = [0.0] * len(rewards)
+    group.rewards[name], group.flags[name] = rewards, flags
+    group.labels[name], group.label_right[name] = group.labels[base], group.label_right[base]
+
+
 def advantage_points_right(rewards: Sequence[float], correct: Sequence[bool]) -> bool:
     """Whether the rollouts a group rewards are right more often than those it does not (the direction
     GRPO's group-normalised advantage pushes)."""
@@ -122,22 +135,38 @@ GATE_REWARDS = ("cat", "majority", "random", "format")
 DEFAULT_GATE = "cat,cat@qwen2.5-coder-1.5b,majority,random,format"
 
 
+def split_support(name: str) -> tuple[str, int]:
+    """`REWARD+support=K` -> (REWARD, K): the reward with corroboration (catrl.rewards.corroborate); K is 1 without it."""
+    from catrl.errors import InputError
+
+    base, plus, k = name.partition("+support=")
+    if not plus:
+        return name, 1
+    if not k.isdigit() or int(k) < 1 or base.partition("@")[0] not in ("cat", "majority"):
+        raise InputError(f"rewards: {name}: +support=K takes an integer K >= 1, on cat or majority")
+    return base, int(k)
+
+
 def parse_gate_rewards(spec: str, g: int = 8, match: str = "symbolic") -> list[str]:
-    """`cat`, `cat@MODEL`, `cat@MODEL/ESTIMATOR`, `majority`, `random`, `format`, comma-separated; checked (estimators
-    too, for groups of `g`) before any model loads."""
+    """`cat`, `cat@MODEL`, `cat@MODEL/ESTIMATOR`, `majority`, `random`, `format`, comma-separated, each of cat and majority
+    optionally `+support=K`; checked (estimators too, for groups of `g`) before any model loads."""
     from catrl.errors import InputError
     from catrl.estimators import check_estimator
+    from catrl.rewards import check_min_support
 
     names = [n.strip() for n in spec.split(",") if n.strip()]
-    bad = [n for n in names if n.partition("@")[0] not in GATE_REWARDS or ("@" in n and n.partition("@")[0] != "cat")]
+    bases = [split_support(n)[0] for n in names]
+    bad = [n for n, b in zip(names, bases, strict=True) if b.partition("@")[0] not in GATE_REWARDS or ("@" in b and b.partition("@")[0] != "cat")]
     if bad or not names:
-        raise InputError(f"rewards: unknown {', '.join(bad) or 'empty list'}; use cat, cat@MODEL, cat@MODEL/ESTIMATOR, majority, random, format")
-    for n in names:
-        if est := n.partition("@")[2].partition("/")[2]:
-            try:
+        raise InputError(f"rewards: unknown {', '.join(bad) or 'empty list'}; use cat, cat@MODEL, cat@MODEL/ESTIMATOR, majority, random, format "
+                         "(cat and majority optionally +support=K)")
+    for n, b in zip(names, bases, strict=True):
+        try:
+            check_min_support(split_support(n)[1], g)
+            if est := b.partition("@")[2].partition("/")[2]:
                 check_estimator(est, g, "reasoning", match)
-            except InputError as e:
-                raise InputError(f"rewards: {n}: {e}") from None
+        except InputError as e:
+            raise InputError(f"rewards: {n}: {e}") from None
     return names
 
 
@@ -170,8 +199,9 @@ def gate_reward(name: str, cfg: Any, open_anchor: Callable[[str], Any]) -> tuple
     from catrl.rewards import CaTReward, MajorityReward
     from catrl.types import Sampling
 
+    name, support = split_support(name)
     if name == "majority":
-        return MajorityReward(match=cfg.match), None
+        return MajorityReward(match=cfg.match, min_support=support), None
     if name == "random":
         return RandomReward(p=0.5, seed=cfg.seed), None
     if name == "format":
@@ -179,7 +209,7 @@ def gate_reward(name: str, cfg: Any, open_anchor: Callable[[str], Any]) -> tuple
     model, _, estimator = name.partition("@")[2].partition("/")
     engine = open_anchor(model or cfg.anchor or cfg.policy)
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_tokens=cfg.anchor_max_tokens, seed=cfg.seed)
-    return CaTReward(engine, match=cfg.match, sampling=sampling, estimator=estimator or cfg.estimator), engine
+    return CaTReward(engine, match=cfg.match, sampling=sampling, estimator=estimator or cfg.estimator, min_support=support), engine
 
 
 def write_gate(out_dir: Any, groups: Sequence[GateGroup], rows: Sequence[RewardAccuracy], meta: dict[str, Any], title: str) -> None:
@@ -227,6 +257,11 @@ def run_gate(cfg: Any, names: Sequence[str], groups: int, open_engine: Callable[
     graded = [grade_group(e.id, gold_answer(cfg.dataset, e.gold) if e.gold is not None else None, [extract_answer(r) for r in rs], cfg.match)
               for e, rs in zip(examples, rollouts, strict=True)]
     for name in names:
+        base, support = split_support(name)
+        if support > 1 and base in names:  # the same references: only the pay rule differs, so no model call
+            for g in graded:
+                add_support(g, name, base, support)
+            continue
         t0 = time.perf_counter()
         reward, engine = gate_reward(name, cfg, lambda model: open_engine("anchor", model))
         try:

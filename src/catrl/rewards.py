@@ -7,6 +7,12 @@ inside a reward: a reference with no extractable answer gives every rollout 0 an
 times out gets 0 and `verify_timeout`. An empty group is the caller's bug: InputError. In RL runs
 (TRL, veRL) an anchor call that fails gives its groups 0 and `anchor_error` (AnchorFailures).
 
+Corroboration (`min_support`, 1 = the paper's): a rollout is paid only when at least `min_support`
+rollouts of its group reach the reference's answer. With 2, one rollout can never be paid for being
+the only one that talked the anchor (or the vote) into its answer: it gets 0 and `uncorroborated`.
+That is what a planted answer or text addressed to the anchor has to achieve, and it is also the
+small anchor's commonest error (siding with a lone candidate, docs/reference_estimators).
+
 MajorityReward is TTRL's reward, the paper's closest relative and a baseline: the rollouts' majority
 answer is the pseudo-label, with no anchor, so a run with it tells what synthesis adds over a vote.
 
@@ -75,8 +81,9 @@ def require_rollouts(groups: Sequence[Sequence[str]]) -> None:
             raise InputError(f"group {i}: empty group of rollouts; a reward needs at least one rollout")
 
 
-def verifiable_rewards(reference: Reference, rollouts: Sequence[str], mode: str = "symbolic", timeout_s: float = DEFAULT_TIMEOUT_S) -> RewardRecord:
-    """Pure scoring of rollouts against a reference (no model call)."""
+def verifiable_rewards(reference: Reference, rollouts: Sequence[str], mode: str = "symbolic", timeout_s: float = DEFAULT_TIMEOUT_S,
+                       min_support: int = 1) -> RewardRecord:
+    """Pure scoring of rollouts against a reference (no model call), then `corroborate`."""
     answers = [extract_answer(r) for r in rollouts]
     rec = RewardRecord(rewards=[0.0] * len(rollouts), reference=reference, answers=answers,
                        matches=[False] * len(rollouts), rollout_flags=[[] for _ in rollouts],
@@ -96,6 +103,30 @@ def verifiable_rewards(reference: Reference, rollouts: Sequence[str], mode: str 
             rec.rollout_flags[i].append(f"verify_{check.flag}")
         rec.matches[i] = check.equal
         rec.rewards[i] = 1.0 if check.equal else 0.0
+    return corroborate(rec, min_support)
+
+
+def check_min_support(min_support: int, g: int | None = None) -> int:
+    """1 (the paper's: no corroboration) up to the group size."""
+    if isinstance(min_support, bool) or not isinstance(min_support, int) or min_support < 1 or (g is not None and min_support > g):
+        raise InputError(f"min_support must be an integer from 1 to the group size{f' ({g})' if g else ''}, got {min_support!r}")
+    return min_support
+
+
+def uncorroborated(rewards: Sequence[float], min_support: int) -> bool:
+    """Whether some rollouts were paid, but fewer than `min_support`."""
+    return 0 < sum(r > 0 for r in rewards) < min_support
+
+
+def corroborate(rec: RewardRecord, min_support: int) -> RewardRecord:
+    """Pay the rollouts that reached the reference only if at least `min_support` of them did; otherwise
+    they get 0 and the flag `uncorroborated` (the group: `uncorroborated:<n><<min_support>`). In place."""
+    paid = [i for i, r in enumerate(rec.rewards) if r > 0]
+    if uncorroborated(rec.rewards, min_support):
+        for i in paid:
+            rec.rewards[i] = 0.0
+            rec.rollout_flags[i].append("uncorroborated")
+        rec.flags.append(f"uncorroborated:{len(paid)}<{min_support}")
     return rec
 
 
@@ -109,10 +140,12 @@ class CaTReward:
     include_question: bool = False
     timeout_s: float = DEFAULT_TIMEOUT_S
     estimator: Estimator | str | None = None  # catrl.estimators spec; None: the paper's synthesis
+    min_support: int = 1  # rollouts that must reach the reference's answer for any to be paid (1: the paper's)
     last_seconds: dict[str, float] = field(default_factory=dict, repr=False)  # of the last score_groups call
 
     def __post_init__(self):
         self.estimator = check_estimator(self.estimator, mode="reasoning", match=self.match)
+        check_min_support(self.min_support)
         if self.include_question and self.estimator.name != "synthesis":
             raise InputError(f"include_question=True is the paper's synthesis ablation; estimator {self.estimator.name!r} never sees the question")
         if self.estimator.needs_scoring:
@@ -133,7 +166,7 @@ class CaTReward:
         else:
             refs = self.estimator.estimate_many(self.anchor, groups, "reasoning", self.sampling)
         t1 = time.perf_counter()
-        out = [verifiable_rewards(ref, g, self.match, self.timeout_s) for ref, g in zip(refs, groups, strict=True)]
+        out = [verifiable_rewards(ref, g, self.match, self.timeout_s, self.min_support) for ref, g in zip(refs, groups, strict=True)]
         self.last_seconds = {"synthesis": t1 - t0, "verify": time.perf_counter() - t1}
         return out
 
@@ -144,7 +177,11 @@ class MajorityReward:
 
     match: str = "symbolic"
     timeout_s: float = DEFAULT_TIMEOUT_S
+    min_support: int = 1  # as CaTReward's: 2 leaves a group whose answers are all different unpaid
     last_seconds: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        check_min_support(self.min_support)
 
     def __call__(self, question: str | None, rollouts: Sequence[str]) -> RewardRecord:
         return self.score_groups([question], [rollouts])[0]
@@ -157,7 +194,8 @@ class MajorityReward:
         for g in groups:
             maj = majority_of_answers([extract_answer(r) for r in g], self.match)
             text = f"majority vote: {maj.answer} ({maj.detail.get('votes', 0)}/{len(g)} rollouts)"
-            out.append(verifiable_rewards(Reference(text, maj.answer, prompt=[], finish_reason="majority"), g, self.match, self.timeout_s))
+            out.append(verifiable_rewards(Reference(text, maj.answer, prompt=[], finish_reason="majority"), g, self.match, self.timeout_s,
+                                          self.min_support))
         self.last_seconds = {"verify": time.perf_counter() - t0}
         return out
 

@@ -83,7 +83,7 @@ def build_reward(cfg: TrainConfig, audit_path: Path):
     from catrl.integrations.trl import CaTRewardFunc
     from catrl.rewards import CaTReward, MajorityReward, RubricReward
 
-    free = {"majority": lambda: MajorityReward(match=cfg.match), "random": lambda: RandomReward(p=0.5, seed=cfg.seed), "format": FormatReward}
+    free = {"majority": lambda: MajorityReward(match=cfg.match, min_support=cfg.min_support), "random": lambda: RandomReward(p=0.5, seed=cfg.seed), "format": FormatReward}
     if cfg.reward in free:
         return CaTRewardFunc(free[cfg.reward](), num_generations=cfg.g, gold_column="gold", id_column="id", audit_path=audit_path)
     anchor_model = cfg.anchor or (cfg.policy if not Path(cfg.policy).is_dir() else None)
@@ -96,7 +96,7 @@ def build_reward(cfg: TrainConfig, audit_path: Path):
                                        flash_attn=cfg.anchor_flash_attn, use_cache=False))
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_tokens=cfg.anchor_max_tokens, seed=cfg.seed)
     if cfg.task == "math":
-        reward = CaTReward(anchor, match=cfg.match, sampling=sampling, estimator=cfg.estimator)
+        reward = CaTReward(anchor, match=cfg.match, sampling=sampling, estimator=cfg.estimator, min_support=cfg.min_support)
     else:
         judge = anchor
         if cfg.judge or cfg.judge_base_url:

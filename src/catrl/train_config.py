@@ -40,6 +40,7 @@ class TrainConfig:
     match: str = "symbolic"  # math: symbolic (math-verify) | string (the paper's boxed-string match)
     reward: str = "cat"  # cat | majority (math: TTRL's majority-vote pseudo-label, no anchor) | random (Bernoulli(0.5): a control) | format (math: 1 for a stated answer: a control)
     estimator: str = "synthesis"  # reward "cat": how the reference is estimated (catrl.estimators spec, e.g. cluster, permutation:k=4)
+    min_support: int = 1  # math rewards cat and majority: rollouts that must reach the reference's answer for any to be paid (1: the paper's; 2: corroborated)
     guards: str = "default"  # free-form reward: catrl.guards ("default": all but the empty probe; "all", "none" or a list)
     # GRPO
     g: int = 8  # rollouts per question (num_generations)
@@ -96,6 +97,9 @@ class TrainConfig:
              "must be 0, or a multiple of save_steps with LoRA (lora_r > 0): snapshots are taken from the checkpoints"),
             ("keep_adapter_steps", self.keep_adapter_steps >= 0, "must be >= 0"),
             ("offset", self.offset >= 0, "must be >= 0"),
+            ("min_support", 1 <= self.min_support <= self.g, "must be from 1 (no corroboration) to g"),
+            ("min_support", self.min_support == 1 or (self.task == "math" and self.reward in ("cat", "majority")),
+             "applies to the math rewards cat and majority only"),
             ("max_minutes", self.max_minutes is None or self.max_minutes > 0, "must be > 0 (or null: no budget)"),
             ("state_dir", self.state_dir is None or self.lora_r > 0, "needs LoRA (lora_r > 0): a full model's state is too large to commit"),
         ]

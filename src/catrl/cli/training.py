@@ -49,7 +49,7 @@ def gate(
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config field: KEY=VALUE (repeatable).")] = None,
     groups: Annotated[int, typer.Option("--groups", "-n", help="Questions sampled: the first N training questions.")] = 32,
     rewards: Annotated[str, typer.Option("--rewards", help="Comma-separated: cat (the config's anchor), cat@MODEL, cat@MODEL/ESTIMATOR, "
-                                         "majority, random, format.")] = "cat,majority,random,format",
+                                         "majority, random, format; cat and majority optionally +support=K (paid only when K rollouts reach the answer).")] = "cat,majority,random,format",
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for summary.json, groups.jsonl and gate.png.")] = Path("runs/gate"),
 ) -> None:
     """Before training: how often each label-free reward pays the right rollouts. Samples groups from the initial policy on the
@@ -178,6 +178,7 @@ def serve(
     audit_log: Annotated[Path | None, typer.Option("--audit-log", help="Append one JSONL row per scored group (read it with `catrl audit`).")] = None,
     anchor_max_tokens: int = 1024, temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, seed: int = 0,
     estimator: EstimatorOpt = "synthesis",
+    min_support: Annotated[int, typer.Option("--min-support", help="Math: rollouts that must reach the reference's answer for any to be paid (1: the paper's; 2: a lone rollout the anchor sided with gets 0, flag uncorroborated).")] = 1,
     freeform_estimator: Annotated[str, typer.Option("--freeform-estimator", help="The free-form reward's estimator: synthesis, permutation[:k=N] or recursive[:m=M,t=T].")] = "synthesis",
     guards: Annotated[str, typer.Option("--guards", help="The free-form reward's guards against hostile text: default (screen, degenerate, counterfactual, and sift where the judge can score), all, none, or a list of screen, degenerate, counterfactual, empty_probe, decoy, monitor, sift.")] = "default",
     max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096, threads: ThreadsOpt = None, timeout: TimeoutOpt = None,
@@ -198,12 +199,12 @@ def serve(
                           batch_window_s=batch_window_ms / 1000, max_body_bytes=int(max_body_mb * 1024 * 1024), group_size=group_size,
                           audit_path=audit_log)
         cfg.check()
-        math_reward, freeform_reward = (CaTReward(None, match=match, estimator=estimator),  # checked before any model loads
+        math_reward, freeform_reward = (CaTReward(None, match=match, estimator=estimator, min_support=min_support),  # checked before any model loads
                                         RubricReward(None, None, estimator=freeform_estimator, guards=guards))
         opts = engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, None, False, flash_attn)
         anchor, judge = policy_and_anchor(opts, judge_model, judge_base_url)
         sampling = sampling_of(temperature, top_p, top_k, anchor_max_tokens, seed)
-        app_ = create_app(CaTReward(anchor, match=match, sampling=sampling, estimator=math_reward.estimator),
+        app_ = create_app(CaTReward(anchor, match=match, sampling=sampling, estimator=math_reward.estimator, min_support=min_support),
                           RubricReward(anchor, judge, sampling=sampling, estimator=freeform_reward.estimator, guards=freeform_reward.guards), cfg)
     except CatrlError as e:
         fail(e)

@@ -67,14 +67,14 @@ def _gold(ground_truths: Sequence[Any] | None, i: int) -> str | None:
 
 
 def _reward(anchor_model: str, anchor_base_url: str | None, match: str, max_tokens: int, temperature: float,
-            top_p: float, top_k: int, seed: int, estimator: str = "synthesis") -> CaTReward:
-    key = (anchor_model, anchor_base_url, match, max_tokens, temperature, top_p, top_k, seed, estimator)
+            top_p: float, top_k: int, seed: int, estimator: str = "synthesis", min_support: int = 1) -> CaTReward:
+    key = (anchor_model, anchor_base_url, match, max_tokens, temperature, top_p, top_k, seed, estimator, min_support)
     with _LOCK:
         if key not in _REWARDS:
             engine = open_engine(EngineOptions(model=anchor_model, base_url=anchor_base_url, use_cache=False))
             _REWARDS[key] = CaTReward(engine, match=match, sampling=Sampling(temperature=temperature, top_p=top_p, top_k=top_k,
                                                                              max_tokens=max_tokens, seed=seed),
-                                     estimator=estimator)
+                                     estimator=estimator, min_support=min_support)
         return _REWARDS[key]
 
 
@@ -83,7 +83,7 @@ def compute_score(
     *, anchor_model: str = "qwen2.5-coder-1.5b", anchor_base_url: str | None = None, group_size: int | None = None,
     match: str = "symbolic", max_tokens: int = 1024, temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20,
     seed: int = 0, audit_path: str | None = None, reward: CaTReward | None = None, max_anchor_failures: int = 3,
-    estimator: str = "synthesis", **_: Any,
+    estimator: str = "synthesis", min_support: int = 1, **_: Any,
 ) -> list[dict[str, Any]]:
     """One dict per response: `score` (the CaT reward) plus per-response extras veRL logs. A failed
     anchor call gives its batch reward 0 flagged `anchor_error`; `max_anchor_failures` in a row raise."""
@@ -91,7 +91,7 @@ def compute_score(
         raise InputError(f"batch fields differ in length: {len(data_sources)} data_sources, {len(solution_strs)} "
                          f"solution_strs, {len(extra_infos)} extra_infos")
     runs = group_runs(extra_infos, group_size)
-    reward = reward or _reward(anchor_model, anchor_base_url, match, max_tokens, temperature, top_p, top_k, seed, estimator)
+    reward = reward or _reward(anchor_model, anchor_base_url, match, max_tokens, temperature, top_p, top_k, seed, estimator, min_support)
     groups = [[solution_strs[i] for i in r] for r in runs]
     _, failures = _FAILURES.setdefault(id(reward), (reward, AnchorFailures()))  # holding the reward keeps its id unique
     failures.limit = max_anchor_failures
