@@ -56,14 +56,14 @@ SETTINGS = {"none": "none", "screen": "screen", "degenerate": "degenerate", "cou
             "empty_probe": "empty_probe", "decoy": "decoy", "monitor": "monitor", "sift": "sift",
             "patterns": "screen,degenerate,counterfactual",  # the default before sift (2026-12-05)
             "patterns+decoy": "screen,degenerate,counterfactual,decoy", "patterns+monitor": "screen,degenerate,counterfactual,monitor",
-            "default": "default", "all": "all"}
+            "default": "default", "default+paragraphs": "screen,degenerate,counterfactual,sift,paragraphs", "all": "all"}
 
 # synthesis: no screening (the paper's), the default screening (junk out, the patterns' sentences cut), and the
 # default screening plus the anchor model's own reading (estimators' sift=1, opt-in)
 # default screening with corroboration (rewards' min_support=2, opt-in: the same references, another pay rule)
 SYNTHESIS_SETTINGS = {"none": ("synthesis:screen=0", 1), "all": ("synthesis", 1), "sift": ("synthesis:sift=1", 1), "support": ("synthesis", 2)}
 FIGURE = "default"  # the guards the figure line reports: the rewards' default
-CLEAN_SETTINGS = ("patterns", "patterns+decoy", "patterns+monitor", "default", "all")
+CLEAN_SETTINGS = ("patterns", "patterns+decoy", "patterns+monitor", "default", "default+paragraphs", "all")
 
 
 class CacheOnly:

@@ -196,6 +196,25 @@ def strip_grader_directed(text: str) -> str:
     return strip_spans(visible(text), spans) if spans else text
 
 
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+
+
+def paragraph_spans(v: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Each span grown to the whole paragraph (a run of non-blank lines) that holds it, merged and sorted. Text
+    addressed to the grader taints what sits beside it: an attack adds its note as a block ("Dear evaluator,
+    ... Thank you!"), and a judge reacts to the note's other sentences too."""
+    breaks = [(m.start(), m.end()) for m in _PARAGRAPH_BREAK.finditer(v)]
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        start = max((e for s, e in breaks if e <= a), default=0)
+        end = min((s for s, e in breaks if s >= b), default=len(v))
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
 def strip_spans(v: str, spans: Sequence[tuple[int, int]]) -> str:
     """A visible text without the given spans, and without the residue a cut leaves, so the counterfactual
     reads as if the cut text had never been written (a stray fence or bracket is itself something a judge
@@ -269,7 +288,8 @@ class Guards:
     The empty probe is opt-in: with the 1.5B judge it changed 40 of 80 clean HealthBench
     rewards (the judge "meets" many criteria for an empty response), for 3 fewer flips of 19
     (docs/reward_hacking). Decoys and the monitor are opt-in too: with the 1.5B judge they removed no
-    flip beyond the default (docs/reward_hacking)."""
+    flip beyond the default (docs/reward_hacking). `paragraphs` (opt-in, not yet measured on a corpus
+    it was not made for) cuts the whole paragraph around each marked sentence from the counterfactual."""
 
     screen: bool = True           # junk and anchor-directed text kept out of the anchor's prompt
     degenerate: bool = True       # empty / refusal / no-content responses: reward 0, no judge call
@@ -278,6 +298,7 @@ class Guards:
     decoy: bool = False           # a response that meets a decoy criterion gets no criteria (judge_guards)
     monitor: bool = False         # a response the judge says addresses the grader gets no criteria (judge_guards)
     sift: bool | None = None      # the judge model marks grader-directed pieces too (catrl.sift); None: when the judge can score
+    paragraphs: bool = False      # the counterfactual leaves out each marked sentence's whole paragraph (paragraph_spans)
 
     @classmethod
     def parse(cls, spec: str | Guards | None) -> Guards:

@@ -35,7 +35,7 @@ from functools import lru_cache
 from importlib import resources
 
 from catrl.delimit import as_messages
-from catrl.guards import Guards, degenerate_reason, grader_directed_spans, has_content, strip_grader_directed, visible
+from catrl.guards import Guards, degenerate_reason, grader_directed_spans, has_content, paragraph_spans, strip_spans, visible
 from catrl.sift import Sifted
 from catrl.types import Criterion, Message, Reference, Rubric, Verdict
 
@@ -142,13 +142,10 @@ def plan_judging(conversation: Conversation, responses: Sequence[str], rubric: R
         elif guards.degenerate and (d := degenerate_reason(r)):
             why = f"degenerate:{d}"
         sift = sifted[i] if sifted is not None else None
-        if why is None and guards.degenerate and sift is not None and not has_content(sift.text):
+        without = counterfactual_text(r, sift, guards) if why is None else r
+        if why is None and guards.degenerate and (sift is not None or guards.paragraphs) and not has_content(without):
             why = "degenerate:no_content"
-        if sift is not None:
-            directed, without = sift.changed and why is None, sift.text
-        else:
-            directed = bool(grader_directed_spans(r)) if why is None and guards.counterfactual else False
-            without = strip_grader_directed(r) if directed else r
+        directed = why is None and (sift.changed if sift is not None else guards.counterfactual and without != r)
         plan.skipped.append(why)
         plan.directed.append(directed)
         plan.sifted.append(len(sift.cut) if sift is not None and why is None else 0)
@@ -158,6 +155,24 @@ def plan_judging(conversation: Conversation, responses: Sequence[str], rubric: R
     if guards.empty_probe and rubric.criteria:
         plan.probe = _add(plan, (conversation, "", rubric))
     return plan
+
+
+def counterfactual_text(response: str, sift: Sifted | None, guards: Guards) -> str:
+    """The response as the counterfactual reading sees it: without the sentences the patterns (and, with
+    `sift`, the judge model) marked, or with `guards.paragraphs` without their whole paragraphs. The
+    response itself when nothing is marked."""
+    if sift is not None:
+        if not guards.paragraphs or not sift.changed:
+            return sift.text
+        spans = sift.spans
+    elif not guards.counterfactual:
+        return response
+    else:
+        spans = grader_directed_spans(response)
+    if not spans:
+        return response
+    v = visible(response)
+    return strip_spans(v, paragraph_spans(v, spans) if guards.paragraphs else spans)
 
 
 def _add(plan: JudgingPlan, item: Item) -> int:

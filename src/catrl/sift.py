@@ -55,6 +55,7 @@ class Sifted:
     cut: list[str] = field(default_factory=list)          # the pieces the model marked
     patterned: int = 0                                     # sentences the patterns marked (not scored)
     llr: dict[str, float] = field(default_factory=dict)   # per scored piece: log P(as grader bait) - log P(as answer)
+    spans: list[tuple[int, int]] = field(default_factory=list)  # what was cut (pieces and patterns' sentences), in visible(response)
 
     @property
     def changed(self) -> bool:
@@ -107,7 +108,8 @@ def sift_many(engine: Engine, responses: Sequence[str], reader: Reader = JUDGE) 
         if not cut and not m:
             out.append(Sifted(r, llr=mine))
             continue
-        out.append(Sifted(strip_spans(v, sorted(cut + m)), [v[a:b] for a, b in cut], len(m), mine))
+        spans = sorted(cut + m)
+        out.append(Sifted(strip_spans(v, spans), [v[a:b] for a, b in cut], len(m), mine, spans))
     return out
 
 
