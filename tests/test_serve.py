@@ -119,6 +119,19 @@ def test_non_loopback_bind_requires_a_token():
     create_app(CaTReward(ScriptedEngine()), None, ServeConfig(host="0.0.0.0", token="t"))
 
 
+def test_min_support_reaches_the_service_and_is_checked_before_any_model_loads():
+    lone = {"rollouts": ["\\boxed{42}", "\\boxed{41}", "\\boxed{40}"]}
+    with TestClient(create_app(CaTReward(SlowEngine(), min_support=2), None, ServeConfig())) as c:
+        lone_rec, two = c.post("/v1/rewards", json={"groups": [lone, GROUP]}).json()["results"]
+    assert lone_rec["rewards"] == [0.0, 0.0, 0.0] and "uncorroborated:1<2" in lone_rec["record"]["flags"]
+    assert two["rewards"] == [1.0, 1.0, 0.0]
+    from typer.testing import CliRunner
+
+    from catrl.cli import app
+    bad = CliRunner().invoke(app, ["serve", "--model", "no-such-model.gguf", "--min-support", "0"])
+    assert bad.exit_code != 0 and "min_support must be an integer" in bad.output
+
+
 def test_injection_text_scores_like_its_clean_control():
     """Rollouts are data: injection text changes neither the rewards nor the prompt structure."""
     eng = ScriptedEngine(lambda text: "\\boxed{42}")
