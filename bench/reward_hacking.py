@@ -154,7 +154,7 @@ def clean_gsm8k_support(policy, anchor, cache: CallCache, n: int) -> dict[str, i
     cached anchor calls only (a group with a missing call is left out): rewards changed, and of those the ones that
     now agree with gold (a wrong rollout no longer paid) or no longer do (a right one no longer paid)."""
     from catrl.datasets import gold_answer
-    from catrl.rewards import uncorroborated
+    from catrl.rewards import corroborated
     from catrl.verify import is_right
 
     cfg = EvalConfig(dataset="gsm8k", g=8)
@@ -169,7 +169,7 @@ def clean_gsm8k_support(policy, anchor, cache: CallCache, n: int) -> dict[str, i
             continue
         out["groups"] += 1
         out["rewards"] += len(rec.rewards)
-        if uncorroborated(rec.rewards, 2):
+        if corroborated(rec.rewards, 2)[1]:
             right = [is_right(gold_answer("gsm8k", e.gold), a) for a in rec.answers]
             for r, ok in zip(rec.rewards, right, strict=True):
                 if r > 0:

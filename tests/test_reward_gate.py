@@ -10,6 +10,7 @@ from catrl.integrations.trl import CaTRewardFunc, step_metrics
 from catrl.reward_gate import add_reward, advantage_points_right, grade_group, reward_accuracy, score_gate
 from catrl.rewards import MajorityReward
 from catrl.types import Reference, RewardRecord
+from fakes import ScriptedEngine
 
 GROUP = ["so \\boxed{12}", "I get \\boxed{12}", "\\boxed{7}", "no idea"]
 
@@ -69,6 +70,24 @@ def test_score_gate_scores_in_chunks_with_progress():
     assert seen == [(2, 5), (4, 5), (5, 5)] and all(g.rewards["format"] == [1.0, 1.0, 1.0, 0.0] for g in groups)
 
 
+def test_support_rows_come_from_their_base_whatever_the_order(monkeypatch):
+    from types import SimpleNamespace
+
+    from catrl import reward_gate
+    from catrl.reward_gate import run_gate
+
+    cfg = SimpleNamespace(policy="p", g=3, match="symbolic", seed=0)
+    monkeypatch.setattr(reward_gate, "gate_examples", lambda cfg, n: [SimpleNamespace(id=str(i), gold="42") for i in range(n)])
+    monkeypatch.setattr(reward_gate, "sample_groups", lambda policy, ex, cfg, progress=None: [["\\boxed{42}", "\\boxed{41}", "\\boxed{40}"],
+                                                                                            ["\\boxed{42}", "\\boxed{42}", "\\boxed{40}"]])
+    monkeypatch.setattr("catrl.datasets.gold_answer", lambda ds, gold: gold)
+    cfg.dataset = "gsm8k"
+    graded, _ = run_gate(cfg, ["majority+support=2", "majority"], 2, lambda role, model: ScriptedEngine())
+    assert [g.rewards["majority"] for g in graded] == [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
+    assert [g.rewards["majority+support=2"] for g in graded] == [[0.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
+    assert graded[0].flags["majority+support=2"] == ["uncorroborated:1<2"] and graded[1].flags["majority+support=2"] == []
+
+
 def test_gate_reward_specs_are_checked_before_any_model_loads():
     from catrl.reward_gate import parse_gate_rewards
 
@@ -79,7 +98,7 @@ def test_gate_reward_specs_are_checked_before_any_model_loads():
         parse_gate_rewards("cat@m/nonsense")
     assert parse_gate_rewards("cat+support=2,majority+support=3,cat@m/cluster+support=2") == [
         "cat+support=2", "majority+support=3", "cat@m/cluster+support=2"]
-    for bad in ("random+support=2", "cat+support=0", "cat+support=x", "format+support=1"):
+    for bad in ("random+support=2", "cat+support=0", "cat+support=x", "format+support=1", "cat+support=\u00b2"):
         with pytest.raises(InputError, match=r"\+support=K takes"):
             parse_gate_rewards(bad)
     with pytest.raises(InputError, match="rewards: cat\\+support=9: min_support must be .* \\(8\\)"):

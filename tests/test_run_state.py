@@ -66,6 +66,9 @@ def test_a_state_from_another_config_names_the_fields_that_differ(tmp_path):
     assert "output_dir:" not in str(e.value) and "max_minutes:" not in str(e.value)
     assert not (tmp_path / "clone").exists()  # nothing written
     assert config_differences(CFG, {**CFG, "threads": 2, "anchor_base_url": "http://x"}) == []
+    older = {k: v for k, v in CFG.items() if k != "min_support"}  # saved by a catrl that had no min_support: it paid as 1 does
+    assert config_differences(older, CFG) == [] and config_differences(older, {**CFG, "min_support": 2}) == ["min_support: 1 -> 2"]
+    assert config_differences({**CFG, "field_of_a_later_catrl": 3}, CFG) == []  # unknown here: not compared
     check_same_config(CFG, {**CFG, "output_dir": "b"}, "here")
 
 

@@ -130,6 +130,8 @@ def test_min_support_reaches_the_service_and_is_checked_before_any_model_loads()
     from catrl.cli import app
     bad = CliRunner().invoke(app, ["serve", "--model", "no-such-model.gguf", "--min-support", "0"])
     assert bad.exit_code != 0 and "min_support must be an integer" in bad.output
+    small = CliRunner().invoke(app, ["serve", "--model", "no-such-model.gguf", "--group-size", "2", "--min-support", "3"])
+    assert small.exit_code != 0 and "group size (2), got 3" in small.output
 
 
 def test_injection_text_scores_like_its_clean_control():

@@ -73,6 +73,8 @@ def test_corroboration_pays_only_answers_two_rollouts_reached():
     assert CaTReward(ScriptedEngine(lambda _: "\\boxed{96}"))(None, ROLLOUTS).rewards == [0.0, 0.0, 1.0, 0.0]  # default: the paper's
     spread = MajorityReward(min_support=2)(None, ["\\boxed{1}", "\\boxed{2}", "\\boxed{3}"])
     assert spread.rewards == [0.0] * 3 and spread.rollout_flags[0] == ["uncorroborated"]
+    alone = MajorityReward(min_support=2)(None, ["\\boxed{1}"])  # a group smaller than min_support is never paid, and says so
+    assert alone.rewards == [0.0] and alone.flags == ["uncorroborated:1<2", "group_smaller_than_min_support"]
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(InputError, match="min_support must be an integer"):
             CaTReward(ScriptedEngine(), min_support=bad)

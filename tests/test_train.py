@@ -54,6 +54,13 @@ def test_config_errors_name_file_line_and_field(tmp_path, text, overrides, messa
         load_config(p, overrides)
 
 
+def test_min_support_reaches_the_majority_reward(tmp_path):
+    from catrl.train import build_reward
+
+    func = build_reward(load_config(None, ["reward=majority", "min_support=2"]), tmp_path / "audit.jsonl")
+    assert func.reward.min_support == 2 and build_reward(load_config(None, ["reward=majority"]), tmp_path / "a.jsonl").reward.min_support == 1
+
+
 def test_rollouts_auto_picks_llamacpp_only_where_it_can_run_the_policy(tmp_path, monkeypatch):
     from catrl import train as train_mod
 

@@ -45,6 +45,17 @@ def test_compute_score_regroups_a_verl_batch(tmp_path):
     assert (whole.graded, whole.reference_right, whole.rewarded, whole.rewarded_right) == (2, 2, 5, 5)
 
 
+def test_compute_score_passes_min_support_and_refuses_a_clash(tmp_path):
+    batch = verl_batch(["42"], n=3)
+    kw = dict(data_sources=batch["data_source"], solution_strs=["\\boxed{42}", "\\boxed{41}", "\\boxed{40}"],
+              ground_truths=[r["ground_truth"] for r in batch["reward_model"]], extra_infos=batch["extra_info"], group_size=3)
+    anchor = ScriptedEngine(lambda p: "\\boxed{42}")
+    assert [s["score"] for s in compute_score(**kw, reward=CaTReward(anchor))] == [1.0, 0.0, 0.0]
+    assert [s["score"] for s in compute_score(**kw, reward=CaTReward(anchor, min_support=2), min_support=2)] == [0.0, 0.0, 0.0]
+    with pytest.raises(InputError, match="min_support=2 was given with a reward of its own"):
+        compute_score(**kw, reward=CaTReward(anchor), min_support=2)
+
+
 def test_group_runs_without_index_uses_the_shared_dict():
     shared = [{}, {}]
     infos = np.repeat(np.array(shared, dtype=object), 3, axis=0)

@@ -38,6 +38,7 @@ import unicodedata
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 from catrl.delimit import TAGS
 from catrl.errors import InputError
@@ -196,7 +197,7 @@ def strip_grader_directed(text: str) -> str:
     return strip_spans(visible(text), spans) if spans else text
 
 
-_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")  # a line with nothing but blanks (\r of CRLF, tabs, \f) between two breaks
 
 
 def paragraph_spans(v: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -282,14 +283,15 @@ class Guards:
     """Which guards a reward runs. The default runs screen, degenerate, counterfactual and sift (sift only
     where the judge engine scores continuations, as the embedded llama.cpp one does; elsewhere each record
     says `sift_unavailable`); `"all"` adds the empty probe, decoys and the monitor, `"none"` runs none, or
-    give a comma list (screen, degenerate, counterfactual, empty_probe, decoy, monitor, sift; a list that
-    names sift needs a judge that scores). Sift halved the flips the patterns leave on the corpora the
+    give a comma list (screen, degenerate, counterfactual, empty_probe, decoy, monitor, sift, paragraphs; a
+    list that names sift needs a judge that scores). Sift halved the flips the patterns leave on the corpora the
     guards were not written for, at 3 more clean HealthBench rewards changed of 80 (docs/reward_hacking).
     The empty probe is opt-in: with the 1.5B judge it changed 40 of 80 clean HealthBench
     rewards (the judge "meets" many criteria for an empty response), for 3 fewer flips of 19
     (docs/reward_hacking). Decoys and the monitor are opt-in too: with the 1.5B judge they removed no
-    flip beyond the default (docs/reward_hacking). `paragraphs` (opt-in, not yet measured on a corpus
-    it was not made for) cuts the whole paragraph around each marked sentence from the counterfactual."""
+    flip beyond the default (docs/reward_hacking). `paragraphs` cuts the whole paragraph around each
+    marked sentence from the counterfactual (where something readable is left); it is not yet measured
+    on a corpus it was not made for, so only naming it turns it on ("all" leaves it out)."""
 
     screen: bool = True           # junk and anchor-directed text kept out of the anchor's prompt
     degenerate: bool = True       # empty / refusal / no-content responses: reward 0, no judge call
@@ -299,6 +301,8 @@ class Guards:
     monitor: bool = False         # a response the judge says addresses the grader gets no criteria (judge_guards)
     sift: bool | None = None      # the judge model marks grader-directed pieces too (catrl.sift); None: when the judge can score
     paragraphs: bool = False      # the counterfactual leaves out each marked sentence's whole paragraph (paragraph_spans)
+
+    BY_NAME_ONLY: ClassVar[frozenset[str]] = frozenset({"paragraphs"})  # not in "all" until measured on a corpus not made for it
 
     @classmethod
     def parse(cls, spec: str | Guards | None) -> Guards:
@@ -311,10 +315,12 @@ class Guards:
         if names == ["none"]:
             return cls(**{k: False for k in known})
         if names == ["all"]:
-            return cls(**{k: True for k in known})
+            return cls(**{k: k not in cls.BY_NAME_ONLY for k in known})
         bad = [n for n in names if n not in known]
         if bad:
             raise InputError(f"unknown guard(s) {', '.join(bad)}; choose from default, all, none or {', '.join(known)}")
+        if "paragraphs" in names and not {"counterfactual", "sift"} & set(names):
+            raise InputError("guard paragraphs widens the counterfactual's cut: name counterfactual or sift with it")
         return cls(**{k: k in names for k in known})
 
     def names(self) -> list[str]:

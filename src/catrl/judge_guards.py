@@ -142,9 +142,9 @@ def plan_judging(conversation: Conversation, responses: Sequence[str], rubric: R
         elif guards.degenerate and (d := degenerate_reason(r)):
             why = f"degenerate:{d}"
         sift = sifted[i] if sifted is not None else None
-        without = counterfactual_text(r, sift, guards) if why is None else r
-        if why is None and guards.degenerate and (sift is not None or guards.paragraphs) and not has_content(without):
+        if why is None and guards.degenerate and sift is not None and not has_content(sift.text):
             why = "degenerate:no_content"
+        without = counterfactual_text(r, sift, guards) if why is None else r
         directed = why is None and (sift.changed if sift is not None else guards.counterfactual and without != r)
         plan.skipped.append(why)
         plan.directed.append(directed)
@@ -159,20 +159,21 @@ def plan_judging(conversation: Conversation, responses: Sequence[str], rubric: R
 
 def counterfactual_text(response: str, sift: Sifted | None, guards: Guards) -> str:
     """The response as the counterfactual reading sees it: without the sentences the patterns (and, with
-    `sift`, the judge model) marked, or with `guards.paragraphs` without their whole paragraphs. The
+    `sift`, the judge model) marked; with `guards.paragraphs`, without their whole paragraphs as long as
+    something readable is left (an answer written as one paragraph keeps its unmarked sentences). The
     response itself when nothing is marked."""
     if sift is not None:
-        if not guards.paragraphs or not sift.changed:
-            return sift.text
-        spans = sift.spans
-    elif not guards.counterfactual:
-        return response
-    else:
+        sentences, spans = sift.text, sift.spans
+    elif guards.counterfactual:
         spans = grader_directed_spans(response)
-    if not spans:
+        sentences = strip_spans(visible(response), spans) if spans else response
+    else:
         return response
+    if not guards.paragraphs or not spans:
+        return sentences
     v = visible(response)
-    return strip_spans(v, paragraph_spans(v, spans) if guards.paragraphs else spans)
+    whole = strip_spans(v, paragraph_spans(v, spans))
+    return whole if has_content(whole) else sentences
 
 
 def _add(plan: JudgingPlan, item: Item) -> int:

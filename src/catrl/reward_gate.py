@@ -99,13 +99,10 @@ def reward_accuracy(groups: Sequence[GateGroup], name: str) -> RewardAccuracy:
 def add_support(group: GateGroup, name: str, base: str, min_support: int) -> None:
     """`base`'s verdicts on a group under corroboration (catrl.rewards.corroborate): what scoring `base` with
     `min_support` gives, from the references it already has."""
-    from catrl.rewards import uncorroborated
+    from catrl.rewards import corroborated
 
-    rewards, flags = list(group.rewards[base]), list(group.flags[base])
-    if uncorroborated(rewards, min_support):
-        flags.append(f"uncorroborated:{sum(r > 0 for r in rewards)}<{min_support}")
-        rewards = [0.0] * len(rewards)
-    group.rewards[name], group.flags[name] = rewards, flags
+    rewards, flag = corroborated(group.rewards[base], min_support)
+    group.rewards[name], group.flags[name] = rewards, list(group.flags[base]) + ([flag] if flag else [])
     group.labels[name], group.label_right[name] = group.labels[base], group.label_right[base]
 
 
@@ -142,7 +139,7 @@ def split_support(name: str) -> tuple[str, int]:
     base, plus, k = name.partition("+support=")
     if not plus:
         return name, 1
-    if not k.isdigit() or int(k) < 1 or base.partition("@")[0] not in ("cat", "majority"):
+    if not k.isdecimal() or not k.isascii() or int(k) < 1 or base.partition("@")[0] not in ("cat", "majority"):
         raise InputError(f"rewards: {name}: +support=K takes an integer K >= 1, on cat or majority")
     return base, int(k)
 
@@ -256,12 +253,8 @@ def run_gate(cfg: Any, names: Sequence[str], groups: int, open_engine: Callable[
         after("rollouts")
     graded = [grade_group(e.id, gold_answer(cfg.dataset, e.gold) if e.gold is not None else None, [extract_answer(r) for r in rs], cfg.match)
               for e, rs in zip(examples, rollouts, strict=True)]
-    for name in names:
-        base, support = split_support(name)
-        if support > 1 and base in names:  # the same references: only the pay rule differs, so no model call
-            for g in graded:
-                add_support(g, name, base, support)
-            continue
+    derived = {n: split_support(n) for n in names if split_support(n)[1] > 1 and split_support(n)[0] in names}
+    for name in [n for n in names if n not in derived]:
         t0 = time.perf_counter()
         reward, engine = gate_reward(name, cfg, lambda model: open_engine("anchor", model))
         try:
@@ -272,4 +265,7 @@ def run_gate(cfg: Any, names: Sequence[str], groups: int, open_engine: Callable[
         seconds[name] = time.perf_counter() - t0
         if engine is not None and after:
             after(name)
+    for name, (base, support) in derived.items():  # the same references: only the pay rule differs, so no model call
+        for g in graded:
+            add_support(g, name, base, support)
     return graded, seconds

@@ -109,24 +109,31 @@ def verifiable_rewards(reference: Reference, rollouts: Sequence[str], mode: str 
 def check_min_support(min_support: int, g: int | None = None) -> int:
     """1 (the paper's: no corroboration) up to the group size."""
     if isinstance(min_support, bool) or not isinstance(min_support, int) or min_support < 1 or (g is not None and min_support > g):
-        raise InputError(f"min_support must be an integer from 1 to the group size{f' ({g})' if g else ''}, got {min_support!r}")
+        raise InputError(f"min_support must be an integer from 1 to the group size{f' ({g})' if g is not None else ''}, got {min_support!r}")
     return min_support
 
 
-def uncorroborated(rewards: Sequence[float], min_support: int) -> bool:
-    """Whether some rollouts were paid, but fewer than `min_support`."""
-    return 0 < sum(r > 0 for r in rewards) < min_support
+def corroborated(rewards: Sequence[float], min_support: int) -> tuple[list[float], str | None]:
+    """The rewards under corroboration, and the group flag when it took pay away: all 0 when some rollouts
+    were paid but fewer than `min_support` (`uncorroborated:<paid><<min_support>`)."""
+    paid = sum(r > 0 for r in rewards)
+    if 0 < paid < min_support:
+        return [0.0] * len(rewards), f"uncorroborated:{paid}<{min_support}"
+    return list(rewards), None
 
 
 def corroborate(rec: RewardRecord, min_support: int) -> RewardRecord:
-    """Pay the rollouts that reached the reference only if at least `min_support` of them did; otherwise
-    they get 0 and the flag `uncorroborated` (the group: `uncorroborated:<n><<min_support>`). In place."""
-    paid = [i for i, r in enumerate(rec.rewards) if r > 0]
-    if uncorroborated(rec.rewards, min_support):
-        for i in paid:
-            rec.rewards[i] = 0.0
-            rec.rollout_flags[i].append("uncorroborated")
-        rec.flags.append(f"uncorroborated:{len(paid)}<{min_support}")
+    """`corroborated` on a record, in place: each rollout whose pay it took gets the flag `uncorroborated`. A
+    group smaller than `min_support` can never be paid, and says so (`group_smaller_than_min_support`)."""
+    rewards, flag = corroborated(rec.rewards, min_support)
+    if flag:
+        for i, r in enumerate(rec.rewards):
+            if r > 0:
+                rec.rollout_flags[i].append("uncorroborated")
+        rec.rewards = rewards
+        rec.flags.append(flag)
+    if len(rec.rewards) < min_support:
+        rec.flags.append("group_smaller_than_min_support")
     return rec
 
 

@@ -42,9 +42,21 @@ same frozen anchor is served. Any other difference would make the resumed run a 
 
 def config_differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """The fields (outside RUNTIME_FIELDS) whose values differ, as `field: before -> now`. A field only one
-    side has is a field one catrl version did not know yet: not a difference."""
-    keys = sorted((set(before) & set(now)) - RUNTIME_FIELDS)
-    return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in keys if before.get(k) != now.get(k)]
+    side has is one a catrl version did not know yet: it counts as its default there (the behaviour that
+    version had), and a field this version does not know either is not compared."""
+    defaults = _config_defaults()
+    keys = sorted(((set(before) & set(now)) | ((set(before) ^ set(now)) & set(defaults))) - RUNTIME_FIELDS)
+    get = lambda d, k: d[k] if k in d else defaults[k]  # noqa: E731
+    return [f"{k}: {get(before, k)!r} -> {get(now, k)!r}" for k in keys if get(before, k) != get(now, k)]
+
+
+def _config_defaults() -> dict[str, Any]:
+    import dataclasses
+
+    from catrl.train_config import TrainConfig
+
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
 
 
 def check_same_config(before: dict[str, Any], now: dict[str, Any], where: str) -> None:

@@ -178,9 +178,9 @@ def serve(
     audit_log: Annotated[Path | None, typer.Option("--audit-log", help="Append one JSONL row per scored group (read it with `catrl audit`).")] = None,
     anchor_max_tokens: int = 1024, temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20, seed: int = 0,
     estimator: EstimatorOpt = "synthesis",
-    min_support: Annotated[int, typer.Option("--min-support", help="Math: rollouts that must reach the reference's answer for any to be paid (1: the paper's; 2: a lone rollout the anchor sided with gets 0, flag uncorroborated).")] = 1,
+    min_support: Annotated[int, typer.Option("--min-support", help="Math: rollouts that must reach the reference's answer for any to be paid (1: the paper's; 2: a lone rollout the anchor sided with gets 0, flag uncorroborated; a smaller group is never paid).")] = 1,
     freeform_estimator: Annotated[str, typer.Option("--freeform-estimator", help="The free-form reward's estimator: synthesis, permutation[:k=N] or recursive[:m=M,t=T].")] = "synthesis",
-    guards: Annotated[str, typer.Option("--guards", help="The free-form reward's guards against hostile text: default (screen, degenerate, counterfactual, and sift where the judge can score), all, none, or a list of screen, degenerate, counterfactual, empty_probe, decoy, monitor, sift.")] = "default",
+    guards: Annotated[str, typer.Option("--guards", help="The free-form reward's guards against hostile text: default (screen, degenerate, counterfactual, and sift where the judge can score), all (every guard but paragraphs), none, or a list of screen, degenerate, counterfactual, empty_probe, decoy, monitor, sift, paragraphs.")] = "default",
     max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096, threads: ThreadsOpt = None, timeout: TimeoutOpt = None,
     concurrency: ConcOpt = 16,
     flash_attn: Annotated[bool | None, typer.Option(
@@ -199,6 +199,9 @@ def serve(
                           batch_window_s=batch_window_ms / 1000, max_body_bytes=int(max_body_mb * 1024 * 1024), group_size=group_size,
                           audit_path=audit_log)
         cfg.check()
+        if group_size is not None:
+            from catrl.rewards import check_min_support
+            check_min_support(min_support, group_size)
         math_reward, freeform_reward = (CaTReward(None, match=match, estimator=estimator, min_support=min_support),  # checked before any model loads
                                         RubricReward(None, None, estimator=freeform_estimator, guards=guards))
         opts = engine_opts(model, base_url, api_key, max_seqs, ctx, threads, timeout, concurrency, None, False, flash_attn)

@@ -91,6 +91,8 @@ def compute_score(
         raise InputError(f"batch fields differ in length: {len(data_sources)} data_sources, {len(solution_strs)} "
                          f"solution_strs, {len(extra_infos)} extra_infos")
     runs = group_runs(extra_infos, group_size)
+    if reward is not None and min_support != getattr(reward, "min_support", min_support):
+        raise InputError(f"min_support={min_support} was given with a reward of its own (min_support={reward.min_support}): set it on the reward")
     reward = reward or _reward(anchor_model, anchor_base_url, match, max_tokens, temperature, top_p, top_k, seed, estimator, min_support)
     groups = [[solution_strs[i] for i in r] for r in runs]
     _, failures = _FAILURES.setdefault(id(reward), (reward, AnchorFailures()))  # holding the reward keeps its id unique
