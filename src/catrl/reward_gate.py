@@ -253,7 +253,8 @@ def run_gate(cfg: Any, names: Sequence[str], groups: int, open_engine: Callable[
         after("rollouts")
     graded = [grade_group(e.id, gold_answer(cfg.dataset, e.gold) if e.gold is not None else None, [extract_answer(r) for r in rs], cfg.match)
               for e, rs in zip(examples, rollouts, strict=True)]
-    derived = {n: split_support(n) for n in names if split_support(n)[1] > 1 and split_support(n)[0] in names}
+    parsed = {n: split_support(n) for n in names}
+    derived = {n: (base, k) for n, (base, k) in parsed.items() if k > 1 and base in names}
     for name in [n for n in names if n not in derived]:
         t0 = time.perf_counter()
         reward, engine = gate_reward(name, cfg, lambda model: open_engine("anchor", model))
