@@ -103,6 +103,9 @@ def test_gate_reward_specs_are_checked_before_any_model_loads():
             parse_gate_rewards(bad)
     with pytest.raises(InputError, match="rewards: cat\\+support=9: min_support must be .* \\(8\\)"):
         parse_gate_rewards("cat+support=9", g=8)
+    # an estimator's own comma-separated parameters stay with it; a reward after it starts a new name
+    assert parse_gate_rewards("cat@m/recursive:m=2,t=1,majority,cat@m/permutation:k=2,seed=1+support=2,cat+support=2") == [
+        "cat@m/recursive:m=2,t=1", "majority", "cat@m/permutation:k=2,seed=1+support=2", "cat+support=2"]
 
 
 @pytest.mark.real_model
