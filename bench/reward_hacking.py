@@ -56,14 +56,15 @@ SETTINGS = {"none": "none", "screen": "screen", "degenerate": "degenerate", "cou
             "empty_probe": "empty_probe", "decoy": "decoy", "monitor": "monitor", "sift": "sift",
             "patterns": "screen,degenerate,counterfactual",  # the default before sift (2026-12-05)
             "patterns+decoy": "screen,degenerate,counterfactual,decoy", "patterns+monitor": "screen,degenerate,counterfactual,monitor",
-            "default": "default", "default+paragraphs": "screen,degenerate,counterfactual,sift,paragraphs", "all": "all"}
+            "sentences": "screen,degenerate,counterfactual,sift",  # the default before paragraphs (2026-12-06)
+            "default": "default", "all": "all"}
 
 # synthesis: no screening (the paper's), the default screening (junk out, the patterns' sentences cut), and the
 # default screening plus the anchor model's own reading (estimators' sift=1, opt-in)
 # default screening with corroboration (rewards' min_support=2, opt-in: the same references, another pay rule)
 SYNTHESIS_SETTINGS = {"none": ("synthesis:screen=0", 1), "all": ("synthesis", 1), "sift": ("synthesis:sift=1", 1), "support": ("synthesis", 2)}
 FIGURE = "default"  # the guards the figure line reports: the rewards' default
-CLEAN_SETTINGS = ("patterns", "patterns+decoy", "patterns+monitor", "default", "default+paragraphs", "all")
+CLEAN_SETTINGS = ("patterns", "patterns+decoy", "patterns+monitor", "sentences", "default", "all")
 
 
 class CacheOnly:
@@ -229,7 +230,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
     ap.add_argument("--cases", type=Path, nargs="+", default=[ROOT / "bench" / "data" / f for f in ("hostile.jsonl", "hostile_heldout.jsonl", "hostile_heldout2.jsonl", "hostile_heldout3.jsonl",
-                                                                                        "hostile_heldout4.jsonl", "hostile_heldout5.jsonl")],
+                                                                                        "hostile_heldout4.jsonl", "hostile_heldout5.jsonl", "hostile_heldout6.jsonl")],
                     help="corpora; the first is the one the guards were written against, the others are held out")
     ap.add_argument("--out", type=Path, default=Path("docs/reward_hacking"))
     ap.add_argument("--cache", type=Path, default=Path("runs/reward_hacking/cache.sqlite"))

@@ -38,7 +38,6 @@ import unicodedata
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import ClassVar
 
 from catrl.delimit import TAGS
 from catrl.errors import InputError
@@ -136,11 +135,15 @@ _PATTERNS = [
     # our own delimiter tags: a response holds one only to fake the structure of the prompt it is read in
     r"(?:<|&lt;)\s*/?\s*(?:" + "|".join(TAGS) + r")\b",
     r"\bverdicts?\s*[:=]\s*(?:yes|met|pass|true)",
-    # claims or orders about the criteria, rubric or grading
-    rf"{_GRADING}.{{0,80}}{_PASS}", rf"{_PASS}.{{0,40}}\b(?:every|all|each|todos|tous|alle|所有|全部)\b.{{0,20}}{_GRADING}",
+    # claims or orders about the criteria, rubric or grading, and claims that they changed
+    rf"{_GRADING}.{{0,80}}{_PASS}", rf"{_GRADING}.{{0,80}}\b(?:revis|updat|amend|withdr[ae]w|replac|supersed|chang)",
+    r"\berrat(?:a|um)\b", rf"{_PASS}.{{0,40}}\b(?:every|all|each|todos|tous|alle|所有|全部)\b.{{0,20}}{_GRADING}",
     # a fake boundary of the text being read, alone on its line or sentence: "[END OF RESPONSE]"
     r"^[\W_]*(?:end|start|begin(?:ning)?)\s+of\s+(?:the\s+)?(?:\w+\s+){0,2}(?:response|answer|reply|message|output|submission"
-    r"|conversation|transcript|input|candidate)s?[\W_]*$",
+    r"|conversation|transcript|input|candidate|solution)s?[\W_]*$",
+    # claims about what the response itself covers: the judge, not the author, decides that
+    r"\b(?:this|my|the above)\s+(?:response|answer|reply)\s+(?:\w+\s+){0,2}(?:address|cover|include|meet|satisf|fulfil)",
+    r"\b(?:addressed|covered|included|incorporated)\s+(?:in|by|into)\s+(?:this|my|the above)\s+(?:response|answer|reply)\b",
     # role labels and chat-template tokens
     r"(?:^|\n)\s*[\[\(#*]*\s*(?:system|assistant|developer|grader|judge|evaluator|anchor|admin|operator)\s*[\]\)#*]*\s*[:>\]]",
     r"<\|[a-z_]+\|>|\[/?inst\]|<<\s*sys\s*>>",
@@ -159,6 +162,12 @@ _PATTERNS = [
     r"\b(?:other|all|every|remaining)\s+(?:\d+\s+|of the\s+)?(?:other\s+)?(?:candidates?|attempts?|solutions?|responses?)\b.{0,60}"
     r"\b(?:wrong|incorrect|agree|reach|say|are|is)\b",
     r"\bcandidates?\s*(?:#|no\.?|number)?\s*\d+\b",
+    # the same claims in other languages: the reference or answer key, the other candidates
+    r"参考答案|标准答案|標準答案|模範解答|答案键|réponse de référence|referenzantwort|respuesta de referencia|эталонн\w* ответ",
+    r"\b(?:les\s+autres\s+(?:candidats|solutions|réponses)|(?:die\s+)?anderen\s+(?:kandidaten|lösungen|antworten)"
+    r"|(?:los\s+)?otr[oa]s\s+(?:candidat[oa]s|soluciones|respuestas)|(?:os\s+)?outr[oa]s\s+(?:candidat[oa]s|soluções|respostas)"
+    r"|(?:gli\s+)?altri\s+candidati|други[ех]\s+кандидат\w*)\b",
+    r"其他候选|其它候选|其他解答|他の候補|ほかの候補|다른\s*후보",
 ]
 _GRADER_DIRECTED = re.compile("|".join(f"(?:{p})" for p in _PATTERNS), re.IGNORECASE)
 
@@ -171,10 +180,42 @@ _FENCE = re.compile(r"\s*(?:`{3,}|~{3,})")
 _MARKER = re.compile(r"[\s*+•>#|-]*(?:\d{1,3}[.)]|[A-Za-z][.)])?[\s*+•>#|-]*")  # a list marker or bullet, and nothing else
 
 
+# an aside in brackets, parentheses or an HTML comment, within one paragraph: one marked sentence taints it whole
+_ASIDE = re.compile(r"\[[^\[\]\n]{1,2000}\]|\([^()\n]{1,2000}\)|<!--.{0,2000}?-->", re.DOTALL)
+_TURN = re.compile(r"<\|[a-z_]+\|>|\[/?inst\]|<<\s*sys\s*>>", re.IGNORECASE)  # a chat template's turn boundary
+
+
 def grader_directed_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence or line of `visible(text)` that addresses the grader or the anchor."""
+    """(start, end) of each sentence or line of `visible(text)` that addresses the grader or the anchor. From a
+    chat template's turn token on, the rest of the text is marked: a response cannot end its own turn, so what
+    follows one is a forged turn (a "system" update, the assistant's "yes"), however plain its words."""
     v = visible(text)
-    return [(a, b) for a, b in sentence_spans(v) if any(_GRADER_DIRECTED.search(r) for r in _readings(v[a:b]))]
+    spans: list[tuple[int, int]] = []
+    for a, b in sentence_spans(v):
+        if not _directed(v[a:b]):
+            continue
+        asides = [(a + m.start(), a + m.end()) for m in _ASIDE.finditer(v[a:b]) if _directed(m.group())]
+        rest = "".join(ch for k, ch in enumerate(v[a:b], a) if not any(x <= k < y for x, y in asides))
+        spans += asides if asides and not _directed(rest) else [(a, b)]  # only the aside, when the rest is plain
+    spans += [(m.start(), m.end()) for m in _ASIDE.finditer(v) if any(a < m.end() and m.start() < b for a, b in spans)]
+    if turn := _TURN.search(v):
+        start = next((a for a, b in sentence_spans(v) if a <= turn.start() < b), turn.start())
+        spans = [(a, b) for a, b in spans if a < start] + [(start, len(v))]
+    return _merged(spans)
+
+
+def _directed(text: str) -> bool:
+    return any(_GRADER_DIRECTED.search(r) for r in _readings(text))
+
+
+def _merged(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def sentence_spans(v: str) -> list[tuple[int, int]]:
@@ -234,13 +275,21 @@ def strip_spans(v: str, spans: Sequence[tuple[int, int]]) -> str:
         hit = any(cut[pos:end])
         if hit and (fence := _FENCE.match(line)):
             kept = fence.group(0)  # a fence keeps its place in the pairing; the text on its line goes
+        if hit and not _FENCE.match(line):
+            kept = re.sub(r"(?<=\S)[ \t]{2,}(?=\S)", " ", kept)  # the blanks on both sides of a cut in a line become one
         lines.append(None if hit and _residue(kept) and not _FENCE.match(line) else kept)
         touched.append(hit)
         pos = end + 1
     _drop_emptied_fences(lines, touched, originals)
     _drop_dangling_ends(lines, touched)
     text = "\n".join(t for t in lines if t is not None)
+    cut_text = "".join(ch for ch, c in zip(v, cut, strict=True) if c)
+    for label in set(_FOOTNOTE_DEF.findall(cut_text)):  # a reference to a footnote the cut removed points at nothing
+        text = re.sub(rf"\[\^{re.escape(label)}\](?!:)", "", text)
     return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+\n", "\n", text)).strip()
+
+
+_FOOTNOTE_DEF = re.compile(r"\[\^([^\]\s]+)\]:")
 
 
 def _residue(kept: str) -> bool:
@@ -289,9 +338,10 @@ class Guards:
     The empty probe is opt-in: with the 1.5B judge it changed 40 of 80 clean HealthBench
     rewards (the judge "meets" many criteria for an empty response), for 3 fewer flips of 19
     (docs/reward_hacking). Decoys and the monitor are opt-in too: with the 1.5B judge they removed no
-    flip beyond the default (docs/reward_hacking). `paragraphs` cuts the whole paragraph around each
-    marked sentence from the counterfactual (where something readable is left); it is not yet measured
-    on a corpus it was not made for, so only naming it turns it on ("all" leaves it out)."""
+    flip beyond the default (docs/reward_hacking). `paragraphs` (default since 2026-12-06) cuts the whole
+    paragraph around each marked sentence from the counterfactual, where something readable is left: on
+    the first corpus not read while making it (blind set 4) it left 4 flips of 40 where the sentence cut
+    left 5, and it changed no more clean HealthBench rewards."""
 
     screen: bool = True           # junk and anchor-directed text kept out of the anchor's prompt
     degenerate: bool = True       # empty / refusal / no-content responses: reward 0, no judge call
@@ -300,9 +350,7 @@ class Guards:
     decoy: bool = False           # a response that meets a decoy criterion gets no criteria (judge_guards)
     monitor: bool = False         # a response the judge says addresses the grader gets no criteria (judge_guards)
     sift: bool | None = None      # the judge model marks grader-directed pieces too (catrl.sift); None: when the judge can score
-    paragraphs: bool = False      # the counterfactual leaves out each marked sentence's whole paragraph (paragraph_spans)
-
-    BY_NAME_ONLY: ClassVar[frozenset[str]] = frozenset({"paragraphs"})  # not in "all" until measured on a corpus not made for it
+    paragraphs: bool = True       # the counterfactual leaves out each marked sentence's whole paragraph (paragraph_spans)
 
     @classmethod
     def parse(cls, spec: str | Guards | None) -> Guards:
@@ -315,7 +363,7 @@ class Guards:
         if names == ["none"]:
             return cls(**{k: False for k in known})
         if names == ["all"]:
-            return cls(**{k: k not in cls.BY_NAME_ONLY for k in known})
+            return cls(**{k: True for k in known})
         bad = [n for n in names if n not in known]
         if bad:
             raise InputError(f"unknown guard(s) {', '.join(bad)}; choose from default, all, none or {', '.join(known)}")

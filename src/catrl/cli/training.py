@@ -180,7 +180,7 @@ def serve(
     estimator: EstimatorOpt = "synthesis",
     min_support: Annotated[int, typer.Option("--min-support", help="Math: rollouts that must reach the reference's answer for any to be paid (1: the paper's; 2: a lone rollout the anchor sided with gets 0, flag uncorroborated; a smaller group is never paid).")] = 1,
     freeform_estimator: Annotated[str, typer.Option("--freeform-estimator", help="The free-form reward's estimator: synthesis, permutation[:k=N] or recursive[:m=M,t=T].")] = "synthesis",
-    guards: Annotated[str, typer.Option("--guards", help="The free-form reward's guards against hostile text: default (screen, degenerate, counterfactual, and sift where the judge can score), all (every guard but paragraphs), none, or a list of screen, degenerate, counterfactual, empty_probe, decoy, monitor, sift, paragraphs.")] = "default",
+    guards: Annotated[str, typer.Option("--guards", help="The free-form reward's guards against hostile text: default (screen, degenerate, counterfactual with paragraphs, and sift where the judge can score), all (every guard), none, or a list of screen, degenerate, counterfactual, empty_probe, decoy, monitor, sift, paragraphs.")] = "default",
     max_seqs: MaxSeqsOpt = 32, ctx: CtxOpt = 4096, threads: ThreadsOpt = None, timeout: TimeoutOpt = None,
     concurrency: ConcOpt = 16,
     flash_attn: Annotated[bool | None, typer.Option(
