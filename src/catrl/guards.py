@@ -159,6 +159,9 @@ _PATTERNS = [
     # claims about the reference, the answer key or the other candidates (a rollout cannot know them)
     r"\b(?:reference|gold|official|verified|expected|consensus)\s+(?:answer|solution|label|response)\b",
     r"\banswer\s+key\b",
+    # claims of an outside check the reader cannot see
+    r"\b(?:verified|checked|confirmed|validated)\s+(?:by|with|using)\s+(?:an?\s+|the\s+)?(?:automated\s+|symbolic\s+|python\s+)?"
+    r"(?:python|interpreter|solver|computer|code|program|sympy|wolfram|calculator|teachers?|experts?|humans?|graders?|judges?)\b",
     r"\b(?:other|all|every|remaining)\s+(?:\d+\s+|of the\s+)?(?:other\s+)?(?:candidates?|attempts?|solutions?|responses?)\b.{0,60}"
     r"\b(?:wrong|incorrect|agree|reach|say|are|is)\b",
     r"\bcandidates?\s*(?:#|no\.?|number)?\s*\d+\b",
