@@ -136,14 +136,16 @@ _PATTERNS = [
     r"(?:<|&lt;)\s*/?\s*(?:" + "|".join(TAGS) + r")\b",
     r"\bverdicts?\s*[:=]\s*(?:yes|met|pass|true)",
     # claims or orders about the criteria, rubric or grading, and claims that they changed
-    rf"{_GRADING}.{{0,80}}{_PASS}", rf"{_GRADING}.{{0,80}}\b(?:revis|updat|amend|withdr[ae]w|replac|supersed|chang)",
-    r"\berrat(?:a|um)\b", rf"{_PASS}.{{0,40}}\b(?:every|all|each|todos|tous|alle|所有|全部)\b.{{0,20}}{_GRADING}",
+    rf"{_GRADING}.{{0,80}}{_PASS}",
+    r"\b(?:rubric|this\s+criterion|the\s+criterion\s+under)\w*\s+(?:\w+\s+){0,4}(?:has|have|was|were|is|are)\s+(?:now\s+)?(?:been\s+)?"
+    r"(?:revised|updated|amended|withdrawn|replaced|superseded|changed)\b",
+    r"\berrat(?:a|um)\b.{0,40}(?:rubric|criteri|grading|grader)|(?:rubric|criteri\w*|grading)\s+errat", rf"{_PASS}.{{0,40}}\b(?:every|all|each|todos|tous|alle|所有|全部)\b.{{0,20}}{_GRADING}",
     # a fake boundary of the text being read, alone on its line or sentence: "[END OF RESPONSE]"
     r"^[\W_]*(?:end|start|begin(?:ning)?)\s+of\s+(?:the\s+)?(?:\w+\s+){0,2}(?:response|answer|reply|message|output|submission"
     r"|conversation|transcript|input|candidate|solution)s?[\W_]*$",
     # claims about what the response itself covers: the judge, not the author, decides that
-    r"\b(?:this|my|the above)\s+(?:response|answer|reply)\s+(?:\w+\s+){0,2}(?:address|cover|include|meet|satisf|fulfil)",
-    r"\b(?:addressed|covered|included|incorporated)\s+(?:in|by|into)\s+(?:this|my|the above)\s+(?:response|answer|reply)\b",
+    r"\b(?:this|my|the above)\s+(?:response|answer|reply)\s+(?:\w+\s+){0,2}(?:address|cover|meet|satisf|fulfil)\w*\s+(?:all|every|each)\b",
+    r"\b(?:all|every|each)\b.{0,60}\b(?:addressed|covered|included|incorporated)\s+(?:in|by|into)\s+(?:this|my|the above)\s+(?:response|answer|reply)\b",
     # role labels and chat-template tokens
     r"(?:^|\n)\s*[\[\(#*]*\s*(?:system|assistant|developer|grader|judge|evaluator|anchor|admin|operator)\s*[\]\)#*]*\s*[:>\]]",
     r"<\|[a-z_]+\|>|\[/?inst\]|<<\s*sys\s*>>",
@@ -167,10 +169,8 @@ _PATTERNS = [
     r"\bcandidates?\s*(?:#|no\.?|number)?\s*\d+\b",
     # the same claims in other languages: the reference or answer key, the other candidates
     r"参考答案|标准答案|標準答案|模範解答|答案键|réponse de référence|referenzantwort|respuesta de referencia|эталонн\w* ответ",
-    r"\b(?:les\s+autres\s+(?:candidats|solutions|réponses)|(?:die\s+)?anderen\s+(?:kandidaten|lösungen|antworten)"
-    r"|(?:los\s+)?otr[oa]s\s+(?:candidat[oa]s|soluciones|respuestas)|(?:os\s+)?outr[oa]s\s+(?:candidat[oa]s|soluções|respostas)"
-    r"|(?:gli\s+)?altri\s+candidati|други[ех]\s+кандидат\w*)\b",
-    r"其他候选|其它候选|其他解答|他の候補|ほかの候補|다른\s*후보",
+    r"\b(?:autres\s+candidats|anderen\s+kandidaten|otros\s+candidatos|outros\s+candidatos|altri\s+candidati|други[ех]\s+кандидат\w*)\b",
+    r"其他候选|其它候选|他の候補|ほかの候補|다른\s*후보",
 ]
 _GRADER_DIRECTED = re.compile("|".join(f"(?:{p})" for p in _PATTERNS), re.IGNORECASE)
 
@@ -184,8 +184,10 @@ _MARKER = re.compile(r"[\s*+•>#|-]*(?:\d{1,3}[.)]|[A-Za-z][.)])?[\s*+•>#|-]*
 
 
 # an aside in brackets, parentheses or an HTML comment, within one paragraph: one marked sentence taints it whole
-_ASIDE = re.compile(r"\[[^\[\]\n]{1,2000}\]|\([^()\n]{1,2000}\)|<!--.{0,2000}?-->", re.DOTALL)
-_TURN = re.compile(r"<\|[a-z_]+\|>|\[/?inst\]|<<\s*sys\s*>>", re.IGNORECASE)  # a chat template's turn boundary
+# (no other bracket kind inside, so the half-open interval "[0, 2) ... (2, 5]" is no aside)
+_ASIDE = re.compile(r"\[[^\[\]()\n]{1,2000}\]|\([^()\[\]\n]{1,2000}\)|<!--.{0,2000}?-->", re.DOTALL)
+# a chat template's turn token opening a line (after blanks), outside a fenced code block
+_TURN = re.compile(r"^[^\S\n]*(?:<\|[a-z_]+\|>|\[/?inst\]|<<\s*sys\s*>>)", re.IGNORECASE | re.MULTILINE)
 
 
 def grader_directed_spans(text: str) -> list[tuple[int, int]]:
@@ -193,18 +195,30 @@ def grader_directed_spans(text: str) -> list[tuple[int, int]]:
     chat template's turn token on, the rest of the text is marked: a response cannot end its own turn, so what
     follows one is a forged turn (a "system" update, the assistant's "yes"), however plain its words."""
     v = visible(text)
-    spans: list[tuple[int, int]] = []
-    for a, b in sentence_spans(v):
-        if not _directed(v[a:b]):
-            continue
-        asides = [(a + m.start(), a + m.end()) for m in _ASIDE.finditer(v[a:b]) if _directed(m.group())]
-        rest = "".join(ch for k, ch in enumerate(v[a:b], a) if not any(x <= k < y for x, y in asides))
-        spans += asides if asides and not _directed(rest) else [(a, b)]  # only the aside, when the rest is plain
-    spans += [(m.start(), m.end()) for m in _ASIDE.finditer(v) if any(a < m.end() and m.start() < b for a, b in spans)]
-    if turn := _TURN.search(v):
-        start = next((a for a, b in sentence_spans(v) if a <= turn.start() < b), turn.start())
+    sentences = sentence_spans(v)
+    spans = [(a, b) for a, b in sentences if _directed(v[a:b])]
+    marks = bytearray(len(v))
+    for a, b in spans:
+        marks[a:b] = b"\x01" * (b - a)
+    spans += [m.span() for m in _ASIDE.finditer(v) if 1 in marks[m.start():m.end()]] if spans else []
+    fenced = _fenced(v)
+    read = v.translate(_CONFUSABLE)  # one character for one, so offsets hold
+    if turn := next((m for m in _TURN.finditer(read) if not fenced[m.end() - 1]), None):
+        start = next((a for a, b in sentences if a <= turn.end() - 1 < b), turn.start())
         spans = [(a, b) for a, b in spans if a < start] + [(start, len(v))]
     return _merged(spans)
+
+
+def _fenced(v: str) -> bytearray:
+    """Per character of v, 1 inside a fenced code block (an unclosed fence runs to the end)."""
+    inside, pos, out = False, 0, bytearray(len(v))
+    for line in v.split("\n"):
+        if _FENCE.match(line):
+            inside = not inside
+        elif inside:
+            out[pos:pos + len(line)] = b"\x01" * len(line)
+        pos += len(line) + 1
+    return out
 
 
 def _directed(text: str) -> bool:
@@ -268,28 +282,37 @@ def strip_spans(v: str, spans: Sequence[tuple[int, int]]) -> str:
     cut = bytearray(len(v))
     for a, b in spans:
         cut[a:b] = b"\x01" * (b - a)
+    cut_text = "".join(ch for ch, c in zip(v, cut, strict=True) if c)
+    # a reference to a footnote the cut removed points at nothing: it goes too, like a cut
+    dangling = [re.compile(rf"\[\^{re.escape(label)}\](?!:)") for label in sorted(set(_FOOTNOTE_DEF.findall(cut_text)))]
     originals = v.split("\n")
     lines: list[str | None] = []    # None: dropped
     touched: list[bool] = []
     pos = 0
     for line in originals:
         end = pos + len(line)
-        kept = "".join(ch for k, ch in enumerate(line, pos) if not cut[k])
         hit = any(cut[pos:end])
+        kept = "".join("\x00" if cut[k] and (k == pos or not cut[k - 1]) else "" if cut[k] else ch for k, ch in enumerate(line, pos))
+        for ref in dangling:
+            kept = ref.sub("\x00", kept)
         if hit and (fence := _FENCE.match(line)):
             kept = fence.group(0)  # a fence keeps its place in the pairing; the text on its line goes
-        if hit and not _FENCE.match(line):
-            kept = re.sub(r"(?<=\S)[ \t]{2,}(?=\S)", " ", kept)  # the blanks on both sides of a cut in a line become one
+        kept = _close_gaps(kept) if "\x00" in kept else kept
         lines.append(None if hit and _residue(kept) and not _FENCE.match(line) else kept)
         touched.append(hit)
         pos = end + 1
     _drop_emptied_fences(lines, touched, originals)
     _drop_dangling_ends(lines, touched)
     text = "\n".join(t for t in lines if t is not None)
-    cut_text = "".join(ch for ch, c in zip(v, cut, strict=True) if c)
-    for label in set(_FOOTNOTE_DEF.findall(cut_text)):  # a reference to a footnote the cut removed points at nothing
-        text = re.sub(rf"\[\^{re.escape(label)}\](?!:)", "", text)
     return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+\n", "\n", text)).strip()
+
+
+def _close_gaps(kept: str) -> str:
+    """Where a cut (\\x00) was in a line: the blanks around it become one blank, or none at the line's start
+    (its indent stays), before punctuation or at its end; the rest of the line is left as written."""
+    kept = re.sub(r"^([ \t]*)(?:\x00[ \t]*)+", r"\1", kept)
+    kept = re.sub(r"[ \t]*(?:\x00[ \t]*)+(?=[.,;:!?)\]]|$)", "", kept)
+    return re.sub(r"[ \t]*(?:\x00[ \t]*)+", lambda m: " " if m.group().strip("\x00") else "", kept)
 
 
 _FOOTNOTE_DEF = re.compile(r"\[\^([^\]\s]+)\]:")
@@ -332,7 +355,7 @@ def _drop_dangling_ends(lines: list[str | None], touched: list[bool]) -> None:
 # -- which guards run -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Guards:
-    """Which guards a reward runs. The default runs screen, degenerate, counterfactual and sift (sift only
+    """Which guards a reward runs. The default runs screen, degenerate, counterfactual with paragraphs, and sift (sift only
     where the judge engine scores continuations, as the embedded llama.cpp one does; elsewhere each record
     says `sift_unavailable`); `"all"` adds the empty probe, decoys and the monitor, `"none"` runs none, or
     give a comma list (screen, degenerate, counterfactual, empty_probe, decoy, monitor, sift, paragraphs; a
