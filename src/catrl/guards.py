@@ -201,9 +201,10 @@ def grader_directed_spans(text: str) -> list[tuple[int, int]]:
     for a, b in spans:
         marks[a:b] = b"\x01" * (b - a)
     spans += [m.span() for m in _ASIDE.finditer(v) if 1 in marks[m.start():m.end()]] if spans else []
-    fenced = _fenced(v)
     read = v.translate(_CONFUSABLE)  # one character for one, so offsets hold
-    if turn := next((m for m in _TURN.finditer(read) if not fenced[m.end() - 1]), None):
+    turns = list(_TURN.finditer(read))
+    fenced = _fenced(v) if turns else bytearray()  # only a text with a turn token pays for finding its code blocks
+    if turn := next((m for m in turns if not fenced[m.end() - 1]), None):
         start = next((a for a, b in sentences if a <= turn.end() - 1 < b), turn.start())
         spans = [(a, b) for a, b in spans if a < start] + [(start, len(v))]
     return _merged(spans)
@@ -263,15 +264,8 @@ def paragraph_spans(v: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int,
     addressed to the grader taints what sits beside it: an attack adds its note as a block ("Dear evaluator,
     ... Thank you!"), and a judge reacts to the note's other sentences too."""
     breaks = [(m.start(), m.end()) for m in _PARAGRAPH_BREAK.finditer(v)]
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(spans):
-        start = max((e for s, e in breaks if e <= a), default=0)
-        end = min((s for s, e in breaks if s >= b), default=len(v))
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
+    return _merged([(max((e for s, e in breaks if e <= a), default=0), min((s for s, e in breaks if s >= b), default=len(v)))
+                    for a, b in spans])
 
 
 def strip_spans(v: str, spans: Sequence[tuple[int, int]]) -> str:

@@ -19,7 +19,6 @@ Pure functions over per-rollout rewards and correctness; `score_gate` is the one
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,29 +144,14 @@ def split_support(name: str) -> tuple[str, int]:
     return base, int(k)
 
 
-def split_gate_rewards(spec: str) -> list[str]:
-    """The comma list of gate rewards, where an estimator's own parameters are comma-separated too:
-    "cat,cat@M/recursive:m=2,t=1+support=2" -> ["cat", "cat@M/recursive:m=2,t=1+support=2"]. A piece that starts
-    with `key=` continues the estimator spec before it; `cat+support=2` starts a new name."""
-    out: list[str] = []
-    for piece in (p.strip() for p in spec.split(",")):
-        if not piece:
-            continue
-        if out and ":" in out[-1] and re.match(r"[A-Za-z_]\w*=", piece):
-            out[-1] += "," + piece
-        else:
-            out.append(piece)
-    return out
-
-
 def parse_gate_rewards(spec: str, g: int = 8, match: str = "symbolic") -> list[str]:
     """`cat`, `cat@MODEL`, `cat@MODEL/ESTIMATOR`, `majority`, `random`, `format`, comma-separated, each of cat and majority
     optionally `+support=K`; checked (estimators too, for groups of `g`) before any model loads."""
     from catrl.errors import InputError
-    from catrl.estimators import check_estimator
+    from catrl.estimators import check_estimator, split_specs
     from catrl.rewards import check_min_support
 
-    names = split_gate_rewards(spec)
+    names = split_specs(spec)  # an estimator's own comma-separated parameters stay with its reward name
     bases = [split_support(n)[0] for n in names]
     bad = [n for n, b in zip(names, bases, strict=True) if b.partition("@")[0] not in GATE_REWARDS or ("@" in b and b.partition("@")[0] != "cat")]
     if bad or not names:

@@ -27,6 +27,7 @@ before any model loads.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from catrl.errors import InputError
@@ -93,15 +94,19 @@ def parse_estimator(spec: str | Estimator | None, match: str = "symbolic") -> Es
     return est
 
 
+_PARAMETER = re.compile(r"[A-Za-z_]\w*\s*=")  # a `key=value` piece of a spec
+
+
 def split_specs(text: str) -> list[str]:
     """A comma list of specs, where a spec's own parameters are comma-separated too:
-    "synthesis,recursive:m=2,t=1" -> ["synthesis", "recursive:m=2,t=1"]. A piece with "=" and no ":"
-    continues the spec before it."""
+    "synthesis,recursive:m=2,t=1" -> ["synthesis", "recursive:m=2,t=1"]. A piece that starts with `key=`
+    continues the spec before it when that one has parameters (a ":"), so a gate reward such as
+    `cat+support=2` or `cat@M/recursive:m=2,t=1+support=2` keeps its own place (catrl.reward_gate)."""
     out: list[str] = []
     for piece in (p.strip() for p in text.split(",")):
         if not piece:
             continue
-        if out and "=" in piece and ":" not in piece:
+        if out and ":" in out[-1] and ":" not in piece and _PARAMETER.match(piece):
             out[-1] += "," + piece
         else:
             out.append(piece)
