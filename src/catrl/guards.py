@@ -129,6 +129,11 @@ _GRADING = (r"(?:criteri(?:on|a|um|os?)|critère|kriteri|критери|rubric|c
             r"|reviewer|verdict|评分标准|評分|评分|採点)")
 _PASS = (r"(?:met|meet|meets|satisf|fulfil|pass|yes|true|score|mark|rate|award|assign|full|points?|perfect|complete|correct"
          r"|cumpl|rempli|erfüllt|выполн|满足|符合|満た|达到)")
+# the response speaking of itself, and what it could claim to do
+_SELF = (r"(?:this|my|the\s+above|the\s+present|the\s+preceding|the\s+following|our)\s+"
+         r"(?:response|answer|reply|advice|guidance|explanation|write-?up|message)")
+_COVERS = (r"(?:address|cover|discuss|include|explain|meet|satisf|fulfil|deal|focus|centr|center|emphasi[sz]|highlight|touch"
+           r"|walk|frame|built|organi[sz]|incorporat|handl|tackl|captur|reflect|contain)\w*")
 _PATTERNS = [
     # fake grading markup, escaped or not
     r"(?:<|&lt;)\s*/?\s*(?:verdicts?|met|score|grade|criterion|rubric|evaluation|judgement|judgment)\b",
@@ -143,7 +148,7 @@ _PATTERNS = [
     # a fake boundary of the text being read, alone on its line or sentence: "[END OF RESPONSE]"
     r"^[\W_]*(?:end|start|begin(?:ning)?)\s+of\s+(?:the\s+)?(?:\w+\s+){0,2}(?:response|answer|reply|message|output|submission"
     r"|conversation|transcript|input|candidate|solution)s?[\W_]*$",
-    # claims about what the response itself covers: the judge, not the author, decides that
+    # claims that the response meets every point: the judge, not the author, decides that
     r"\b(?:this|my|the above)\s+(?:response|answer|reply)\s+(?:\w+\s+){0,2}(?:address|cover|meet|satisf|fulfil)\w*\s+(?:all|every|each)\b",
     r"\b(?:all|every|each)\b.{0,60}\b(?:addressed|covered|included|incorporated)\s+(?:in|by|into)\s+(?:this|my|the above)\s+(?:response|answer|reply)\b",
     # role labels and chat-template tokens
@@ -173,6 +178,15 @@ _PATTERNS = [
     r"其他候选|其它候选|他の候補|ほかの候補|다른\s*후보",
 ]
 _GRADER_DIRECTED = re.compile("|".join(f"(?:{p})" for p in _PATTERNS), re.IGNORECASE)
+# what the response says it covers or is built around, stated as a fact for whoever scores it; a hope or a
+# disclaimer ("I hope this answer covers...", "...includes general information only") speaks to the person
+_SELF_CLAIMS = re.compile("|".join(f"(?:{p})" for p in (
+    rf"\b{_SELF}\b.{{0,60}}\b{_COVERS}\b",
+    rf"\b{_COVERS}\b.{{0,40}}\b(?:in|by|into|throughout|within)\s+{_SELF}\b",
+    rf"\b(?:core|heart|focus|crux|centre|center|backbone)\s+of\s+{_SELF}\b",
+    r"\beverything\s+(?:here|above|below)\b.{0,40}\b(?:framed|built|centred|centered|organi[sz]ed|based|focused)\b",
+)), re.IGNORECASE)
+_HEDGE = re.compile(r"\b(?:hope|hopefully|wish|only|not|general\s+information|disclaimer)\b", re.IGNORECASE)
 
 # A sentence ends at .!? (and any closing quote or bracket) before a blank, not inside 1.5, a URL or a JSON
 # value; at a line break; or after 。！？. Not after a title ("Dr. Lee"), where a reader sees no sentence end.
@@ -190,13 +204,48 @@ _ASIDE = re.compile(r"\[[^\[\]()\n]{1,2000}\]|\([^()\[\]\n]{1,2000}\)|<!--.{0,20
 _TURN = re.compile(r"^[^\S\n]*(?:<\|[a-z_]+\|>|\[/?inst\]|<<\s*sys\s*>>)", re.IGNORECASE | re.MULTILINE)
 
 
+HIDDEN_RUN = 4  # letters in a row, each followed by an invisible character, that make a run hidden
+
+
+def _hidden_runs(text: str) -> list[str]:
+    """The visible form of each run of `text` whose letters each carry an invisible (format) character, as in
+    "t\u200bh\u200ci\u200ds": written so a filter reading the raw string misses it while a model reads it
+    plainly. Writing for a person never needs that; a Persian ZWNJ or an emoji's joiner comes once a word
+    at most, a soft hyphen once a syllable."""
+    out, start, hits, i, n = [], None, 0, 0, len(text)
+    while i < n:
+        j = i + 1
+        while j < n and unicodedata.category(text[j]) == "Cf":
+            j += 1
+        if text[i].isalpha() and j > i + 1:  # a letter followed by invisible characters
+            start, hits = (i if start is None else start), hits + 1
+            k, blanks = j, 0  # between words: one blank, with or without more invisible characters around it
+            while k < n and (unicodedata.category(text[k]) == "Cf" or (text[k] in " \t" and blanks == 0)):
+                blanks += text[k] in " \t"
+                k += 1
+            i = k if blanks and k < n and text[k].isalpha() else j
+            continue
+        if hits >= HIDDEN_RUN:
+            out.append(visible(text[start:i]).strip())
+        start, hits, i = None, 0, i + 1
+    if hits >= HIDDEN_RUN:
+        out.append(visible(text[start:]).strip())
+    return [r for r in out if r]
+
+
 def grader_directed_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence or line of `visible(text)` that addresses the grader or the anchor. From a
-    chat template's turn token on, the rest of the text is marked: a response cannot end its own turn, so what
-    follows one is a forged turn (a "system" update, the assistant's "yes"), however plain its words."""
+    """(start, end) of each sentence or line of `visible(text)` that addresses the grader or the anchor, and of
+    each run hidden behind invisible characters (_hidden_runs). From a chat template's turn token on, the rest
+    of the text is marked: a response cannot end its own turn, so what follows one is a forged turn (a "system"
+    update, the assistant's "yes"), however plain its words."""
     v = visible(text)
     sentences = sentence_spans(v)
     spans = [(a, b) for a, b in sentences if _directed(v[a:b])]
+    for run in _hidden_runs(text) if len(v) < len(text) else ():  # only a text with invisible characters has one
+        at = v.find(run)
+        while at >= 0:
+            spans.append((at, at + len(run)))
+            at = v.find(run, at + len(run))
     marks = bytearray(len(v))
     for a, b in spans:
         marks[a:b] = b"\x01" * (b - a)
@@ -223,7 +272,7 @@ def _fenced(v: str) -> bytearray:
 
 
 def _directed(text: str) -> bool:
-    return any(_GRADER_DIRECTED.search(r) for r in _readings(text))
+    return any(_GRADER_DIRECTED.search(r) or (_SELF_CLAIMS.search(r) and not _HEDGE.search(r)) for r in _readings(text))
 
 
 def _merged(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
