@@ -13,7 +13,7 @@ with `--set rollouts=transformers`. Ends with `grpo_step: cat_share=<(synthesis 
     python bench/grpo_step.py --config docs/cat_rl/controls/config.yaml --steps 4 [--set micro_batch=8]   # the controls' step
 
 The last line also says the median step (steps after the first), the LoRA rank, micro-batch and
-threads, and with LoRA what the run's portable state (catrl.run_state) weighs: `... median_step_s=... state_mb=...`. The `skipped` column is the share of a step's micro-batches whose
+threads, the heap setting (`CATRL_HEAP=system` for glibc's defaults, catrl.heap) and the process's peak memory, and with LoRA what the run's portable state (catrl.run_state) weighs: `... median_step_s=... state_mb=...`. The `skipped` column is the share of a step's micro-batches whose
 advantages were all exactly 0, so their forward and backward pass was skipped (catrl.grpo_trainer).
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import statistics
 import tempfile
 import time
@@ -35,14 +36,18 @@ from catrl.train_config import load_config
 
 
 class StepClock(TrainerCallback):
+    """Each step's wall time and the system time the process spent in it (page faults and zeroing show there)."""
+
     def __init__(self):
-        self.starts, self.seconds = [], []
+        self.starts, self.seconds, self.sys_starts, self.sys_seconds = [], [], [], []
 
     def on_step_begin(self, args, state, control, **kw):
         self.starts.append(time.perf_counter())
+        self.sys_starts.append(resource.getrusage(resource.RUSAGE_SELF).ru_stime)
 
     def on_step_end(self, args, state, control, **kw):
         self.seconds.append(time.perf_counter() - self.starts[-1])
+        self.sys_seconds.append(resource.getrusage(resource.RUSAGE_SELF).ru_stime - self.sys_starts[-1])
 
 
 def main() -> None:
@@ -105,14 +110,15 @@ def main() -> None:
     for i, total in enumerate(clock.seconds):
         gen, st = gen_seconds[i], stage_seconds[i]
         syn, ver = st.get("synthesis", 0.0), st.get("verify", 0.0)  # an anchor-free reward has no synthesis
-        rows.append((i + 1, total, gen, syn, ver, total - gen - syn - ver, sync_seconds[i], skipped[i] if i < len(skipped) else None))
+        rows.append((i + 1, total, gen, syn, ver, total - gen - syn - ver, sync_seconds[i], skipped[i] if i < len(skipped) else None,
+                     clock.sys_seconds[i]))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; policy {cfg.policy} (transformers, LoRA r={cfg.lora_r}, {resolve_dtype(cfg.dtype)}), "
           f"rollouts on {resolve_rollouts(cfg)}, anchor {cfg.anchor or cfg.policy} (llama.cpp); G={cfg.g}, {cfg.prompts_per_step} questions/step, "
           f"max {cfg.max_completion_tokens} new tokens, anchor max {cfg.anchor_max_tokens}")
-    print(f"{'step':>4}{'total s':>9}{'generate':>10}{'(sync)':>8}{'synthesis':>11}{'verify':>8}{'loss+opt':>10}{'skipped':>9}")
+    print(f"{'step':>4}{'total s':>9}{'generate':>10}{'(sync)':>8}{'synthesis':>11}{'verify':>8}{'loss+opt':>10}{'skipped':>9}{'sys s':>8}")
     for r in rows:
         skip = "" if r[7] is None else f"{r[7]:.2f}"
-        print(f"{r[0]:>4}{r[1]:>9.1f}{r[2]:>10.1f}{r[6]:>8.1f}{r[3]:>11.1f}{r[4]:>8.2f}{r[5]:>10.1f}{skip:>9}")
+        print(f"{r[0]:>4}{r[1]:>9.1f}{r[2]:>10.1f}{r[6]:>8.1f}{r[3]:>11.1f}{r[4]:>8.2f}{r[5]:>10.1f}{skip:>9}{r[8]:>8.1f}")
     measured = rows[1:] or rows
     tot = sum(r[1] for r in measured)
     share = {name: sum(r[k] for r in measured) / tot for k, name in ((2, "generate"), (3, "synthesis"), (4, "verify"), (5, "loss+opt"))}
@@ -121,7 +127,8 @@ def main() -> None:
     median = statistics.median(r[1] for r in measured)
     state = f" state_mb={state_mb:.1f}" if state_mb is not None else ""
     print(f"grpo_step: cat_share={share['synthesis'] + share['verify']:.3f} median_step_s={median:.1f} lora_r={cfg.lora_r} "
-          f"micro_batch={cfg.micro_batch or cfg.g} threads={cfg.threads or 'auto'}{state}")
+          f"micro_batch={cfg.micro_batch or cfg.g} threads={cfg.threads or 'auto'} heap={os.environ.get('CATRL_HEAP', 'keep')}"
+          f" peak_rss_gb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f}{state}")
 
 
 if __name__ == "__main__":

@@ -324,6 +324,9 @@ def build_run(cfg: TrainConfig, progress: bool = True, started: float | None = N
     from catrl.grpo_trainer import trainer_class
     from catrl.hf_policy import resolve_policy
 
+    from catrl.heap import keep_freed_memory
+
+    keep_freed_memory()  # before the first tensor: the steps then reuse their memory (catrl.heap)
     if cfg.threads:
         import torch
 
