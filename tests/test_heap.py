@@ -39,5 +39,7 @@ def test_later_steps_reuse_freed_memory_instead_of_faulting_it_in_again():
     kept, faults = _probe(None)
     system, system_faults = _probe("system")
     assert (kept, system) == ("True", "False")
-    assert system_faults > 100_000  # each step maps its 64 MB logits and their gradient afresh
-    assert faults < system_faults / 4
+    if system_faults < 10_000:  # transparent huge pages set to `always`: 2 MB faults, little for the heap to save
+        assert faults <= system_faults
+    else:  # 4 KB pages: each step maps its 32 MB logits and their gradient afresh
+        assert faults < system_faults / 4
