@@ -30,6 +30,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from catrl import heap
 from catrl.precision import resolve_dtype
 from catrl.train import build_run, resolve_rollouts
 from catrl.train_config import load_config
@@ -127,7 +128,7 @@ def main() -> None:
     median = statistics.median(r[1] for r in measured)
     state = f" state_mb={state_mb:.1f}" if state_mb is not None else ""
     print(f"grpo_step: cat_share={share['synthesis'] + share['verify']:.3f} median_step_s={median:.1f} lora_r={cfg.lora_r} "
-          f"micro_batch={cfg.micro_batch or cfg.g} threads={cfg.threads or 'auto'} heap={os.environ.get('CATRL_HEAP', 'keep')}"
+          f"micro_batch={cfg.micro_batch or cfg.g} threads={cfg.threads or 'auto'} heap={'keep' if heap.kept() else 'system'}"
           f" peak_rss_gb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f}{state}")
 
 

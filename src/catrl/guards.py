@@ -55,11 +55,25 @@ _CONFUSABLE = str.maketrans({
 _RLO_RUN = re.compile("\u202e([^\u202a-\u202e\n]*)\u202c?")
 
 
+# characters that render as nothing but are not format characters: the combining grapheme joiner, variation
+# selectors, Hangul fillers
+_BLANK_MARKS = frozenset("\u034f\u115f\u1160\u3164\uffa0" + "".join(map(chr, range(0xFE00, 0xFE10)))
+                         + "".join(map(chr, range(0xE0100, 0xE01F0))))
+
+
+def _invisible(ch: str) -> bool:
+    return ch in _BLANK_MARKS or unicodedata.category(ch) == "Cf"
+
+
+def _rendered(text: str) -> str:
+    """NFKC, with right-to-left overridden runs in the order they render (invisible characters still in)."""
+    return _RLO_RUN.sub(lambda m: m.group(1)[::-1], unicodedata.normalize("NFKC", text))
+
+
 def visible(text: str) -> str:
-    """What a reader sees: NFKC, right-to-left overridden runs in the order they render, format
-    characters (zero-width, bidi marks) removed."""
-    t = _RLO_RUN.sub(lambda m: m.group(1)[::-1], unicodedata.normalize("NFKC", text))
-    return "".join(ch for ch in t if unicodedata.category(ch) != "Cf")
+    """What a reader sees: NFKC, right-to-left overridden runs in the order they render, invisible
+    characters (zero-width, bidi marks, joiners, variation selectors) removed."""
+    return "".join(ch for ch in _rendered(text) if not _invisible(ch))
 
 
 def _readings(text: str) -> list[str]:
@@ -129,11 +143,8 @@ _GRADING = (r"(?:criteri(?:on|a|um|os?)|critère|kriteri|критери|rubric|c
             r"|reviewer|verdict|评分标准|評分|评分|採点)")
 _PASS = (r"(?:met|meet|meets|satisf|fulfil|pass|yes|true|score|mark|rate|award|assign|full|points?|perfect|complete|correct"
          r"|cumpl|rempli|erfüllt|выполн|满足|符合|満た|达到)")
-# the response speaking of itself, and what it could claim to do
-_SELF = (r"(?:this|my|the\s+above|the\s+present|the\s+preceding|the\s+following|our)\s+"
-         r"(?:response|answer|reply|advice|guidance|explanation|write-?up|message)")
-_COVERS = (r"(?:address|cover|discuss|include|explain|meet|satisf|fulfil|deal|focus|centr|center|emphasi[sz]|highlight|touch"
-           r"|walk|frame|built|organi[sz]|incorporat|handl|tackl|captur|reflect|contain)\w*")
+# the response as the subject of a claim about itself
+_SELF = r"(?:this|my|the\s+above)\s+(?:response|answer|reply)"
 _PATTERNS = [
     # fake grading markup, escaped or not
     r"(?:<|&lt;)\s*/?\s*(?:verdicts?|met|score|grade|criterion|rubric|evaluation|judgement|judgment)\b",
@@ -178,15 +189,17 @@ _PATTERNS = [
     r"其他候选|其它候选|他の候補|ほかの候補|다른\s*후보",
 ]
 _GRADER_DIRECTED = re.compile("|".join(f"(?:{p})" for p in _PATTERNS), re.IGNORECASE)
-# what the response says it covers or is built around, stated as a fact for whoever scores it; a hope or a
-# disclaimer ("I hope this answer covers...", "...includes general information only") speaks to the person
+# what the response says it covers or is built around, stated as a fact for whoever scores it: the response
+# is the subject, the verb follows it ("this answer also covers..."); a hope or a disclaimer ("I hope this
+# answer covers...", "this answer covers general information only") speaks to the person
 _SELF_CLAIMS = re.compile("|".join(f"(?:{p})" for p in (
-    rf"\b{_SELF}\b.{{0,60}}\b{_COVERS}\b",
-    rf"\b{_COVERS}\b.{{0,40}}\b(?:in|by|into|throughout|within)\s+{_SELF}\b",
-    rf"\b(?:core|heart|focus|crux|centre|center|backbone)\s+of\s+{_SELF}\b",
-    r"\beverything\s+(?:here|above|below)\b.{0,40}\b(?:framed|built|centred|centered|organi[sz]ed|based|focused)\b",
+    rf"\b{_SELF}\s+(?:\w+ly\s+|also\s+|already\s+|now\s+)?(?:covers|addresses|meets|satisfies|fulfil?ls|incorporates"
+    r"|(?:is|was)\s+(?:framed|built|centred|centered|organi[sz]ed)\s+around)\b",
+    rf"\b(?:core|heart|crux|backbone)\s+of\s+{_SELF}\b",
+    r"\beverything\s+(?:here|above|below)\s+(?:is|was)\s+(?:framed|built|centred|centered|organi[sz]ed)\s+around\b",
 )), re.IGNORECASE)
-_HEDGE = re.compile(r"\b(?:hope|hopefully|wish|only|not|general\s+information|disclaimer)\b", re.IGNORECASE)
+_HEDGE = re.compile(rf"\b(?:hope|hopefully|wish)\b.{{0,20}}{_SELF}|general\s+information|not\s+(?:medical\s+|professional\s+)?advice"
+                    r"|not\s+a\s+substitute", re.IGNORECASE)
 
 # A sentence ends at .!? (and any closing quote or bracket) before a blank, not inside 1.5, a URL or a JSON
 # value; at a line break; or after 。！？. Not after a title ("Dr. Lee"), where a reader sees no sentence end.
@@ -204,48 +217,54 @@ _ASIDE = re.compile(r"\[[^\[\]()\n]{1,2000}\]|\([^()\[\]\n]{1,2000}\)|<!--.{0,20
 _TURN = re.compile(r"^[^\S\n]*(?:<\|[a-z_]+\|>|\[/?inst\]|<<\s*sys\s*>>)", re.IGNORECASE | re.MULTILINE)
 
 
-HIDDEN_RUN = 4  # letters in a row, each followed by an invisible character, that make a run hidden
+_SPACED_SCRIPTS = ("LATIN", "CYRILLIC", "GREEK")  # scripts written with spaces between words, never with joiners inside
 
 
-def _hidden_runs(text: str) -> list[str]:
-    """The visible form of each run of `text` whose letters each carry an invisible (format) character, as in
-    "t\u200bh\u200ci\u200ds": written so a filter reading the raw string misses it while a model reads it
-    plainly. Writing for a person never needs that; a Persian ZWNJ or an emoji's joiner comes once a word
-    at most, a soft hyphen once a syllable."""
-    out, start, hits, i, n = [], None, 0, 0, len(text)
-    while i < n:
-        j = i + 1
-        while j < n and unicodedata.category(text[j]) == "Cf":
-            j += 1
-        if text[i].isalpha() and j > i + 1:  # a letter followed by invisible characters
-            start, hits = (i if start is None else start), hits + 1
-            k, blanks = j, 0  # between words: one blank, with or without more invisible characters around it
-            while k < n and (unicodedata.category(text[k]) == "Cf" or (text[k] in " \t" and blanks == 0)):
-                blanks += text[k] in " \t"
-                k += 1
-            i = k if blanks and k < n and text[k].isalpha() else j
+def _spaced_letter(ch: str) -> bool:
+    return ch.isalpha() and unicodedata.name(ch, "").startswith(_SPACED_SCRIPTS)
+
+
+def _laced_words(text: str) -> list[tuple[int, int]]:
+    """Spans in `visible(text)` of the words laced with invisible characters, as in "t\u200bh\u200ci\u200ds": two or
+    more inside one word of Latin, Cyrillic or Greek letters. That is written to pass a filter reading the raw
+    string while a model reads it plainly. Those scripts never need a joiner inside a word, and a soft hyphen
+    (a hyphenation point) does not count; scripts written without spaces (Chinese, Japanese, Thai) may put a
+    zero-width space between words, and Persian a ZWNJ inside one, so they are not read here. One pass."""
+    t = _rendered(text)
+    if not any(_invisible(ch) for ch in t):
+        return []
+    out, pos, start, inner, pending = [], 0, None, 0, 0  # pos: the visible offset of t's current character
+    prev = before = ""  # the last visible character, and the one before the current word
+    for ch in t + " ":
+        if _invisible(ch):
+            if start is not None and ch != "\u00ad":
+                pending += 1  # counts only if another letter of the word follows
             continue
-        if hits >= HIDDEN_RUN:
-            out.append(visible(text[start:i]).strip())
-        start, hits, i = None, 0, i + 1
-    if hits >= HIDDEN_RUN:
-        out.append(visible(text[start:]).strip())
-    return [r for r in out if r]
+        if _spaced_letter(ch):
+            if start is None:
+                start, inner, before = pos, 0, prev
+            inner, pending = inner + pending, 0
+        else:
+            if start is not None and inner >= 2:
+                if out and out[-1][1] == start - 1 and before.isspace():  # laced words in a row: one span
+                    out[-1] = (out[-1][0], pos)
+                else:
+                    out.append((start, pos))
+            start, inner, pending = None, 0, 0
+        prev = ch
+        pos += 1
+    return out
 
 
 def grader_directed_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each sentence or line of `visible(text)` that addresses the grader or the anchor, and of
-    each run hidden behind invisible characters (_hidden_runs). From a chat template's turn token on, the rest
+    each word laced with invisible characters (_laced_words). From a chat template's turn token on, the rest
     of the text is marked: a response cannot end its own turn, so what follows one is a forged turn (a "system"
     update, the assistant's "yes"), however plain its words."""
     v = visible(text)
     sentences = sentence_spans(v)
     spans = [(a, b) for a, b in sentences if _directed(v[a:b])]
-    for run in _hidden_runs(text) if len(v) < len(text) else ():  # only a text with invisible characters has one
-        at = v.find(run)
-        while at >= 0:
-            spans.append((at, at + len(run)))
-            at = v.find(run, at + len(run))
+    spans += _laced_words(text)
     marks = bytearray(len(v))
     for a, b in spans:
         marks[a:b] = b"\x01" * (b - a)

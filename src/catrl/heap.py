@@ -26,20 +26,45 @@ log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's malloc.h
 
 
+_kept = False
+
+
 def is_glibc() -> bool:
-    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    try:
+        return platform.system() == "Linux" and os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    except (ValueError, OSError):
+        return False
+
+
+def _libc():
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def keep_freed_memory() -> bool:
-    """Turn glibc's mmap for large blocks and heap trimming off for the rest of the process. True when set."""
+    """Turn glibc's mmap for large blocks and heap trimming off for the rest of the process. True when set.
+    Blocks a thread other than the main one allocates above 64 MB are still mapped afresh (glibc's thread heaps
+    are 64 MB at most); TRL's loss and backward pass run on the main thread."""
+    global _kept
     if os.environ.get("CATRL_HEAP", "keep") == "system" or not is_glibc():
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = _libc()
         # -1 is SIZE_MAX to mallopt's size_t setting: the free top is never trimmed
-        ok = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, -1) == 1
+        _kept = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, -1) == 1
     except (OSError, AttributeError):
-        ok = False
-    if not ok:
+        _kept = False
+    if not _kept:
         log.info("could not tune glibc's malloc; training runs with its defaults")
-    return ok
+    return _kept
+
+
+def kept() -> bool:
+    """Whether keep_freed_memory took effect in this process."""
+    return _kept
+
+
+def release_setup_memory() -> None:
+    """Hand back what loading left free (conversion buffers, a model's staging copy) once, before the steps: the
+    heap then keeps only what the steps themselves reuse."""
+    if _kept:
+        _libc().malloc_trim(0)

@@ -324,7 +324,7 @@ def build_run(cfg: TrainConfig, progress: bool = True, started: float | None = N
     from catrl.grpo_trainer import trainer_class
     from catrl.hf_policy import resolve_policy
 
-    from catrl.heap import keep_freed_memory
+    from catrl.heap import keep_freed_memory, release_setup_memory
 
     keep_freed_memory()  # before the first tensor: the steps then reuse their memory (catrl.heap)
     if cfg.threads:
@@ -379,6 +379,7 @@ def build_run(cfg: TrainConfig, progress: bool = True, started: float | None = N
     )
     if not progress:
         trainer.remove_callback(ProgressCallback)
+    release_setup_memory()
     return Run(trainer, reward, rollouts, tok, out, ckpt, resumed_step, budget)
 
 
