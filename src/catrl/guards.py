@@ -70,6 +70,12 @@ def _rendered(text: str) -> str:
     return _RLO_RUN.sub(lambda m: m.group(1)[::-1], unicodedata.normalize("NFKC", text))
 
 
+def has_hidden_message(text: str) -> bool:
+    """Whether `text` carries Unicode tag characters (U+E0020-E007E): ASCII a model can read and a reader never
+    sees. Their one honest use, a subdivision flag (a black flag and tags), loses only its tags when dropped."""
+    return any("\U000e0020" <= ch <= "\U000e007e" for ch in text)
+
+
 def visible(text: str) -> str:
     """What a reader sees: NFKC, right-to-left overridden runs in the order they render, invisible
     characters (zero-width, bidi marks, joiners, variation selectors) removed."""

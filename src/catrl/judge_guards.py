@@ -35,7 +35,8 @@ from functools import lru_cache
 from importlib import resources
 
 from catrl.delimit import as_messages
-from catrl.guards import Guards, degenerate_reason, grader_directed_spans, has_content, paragraph_spans, strip_spans, visible
+from catrl.guards import (Guards, degenerate_reason, grader_directed_spans, has_content, has_hidden_message, paragraph_spans, strip_spans,
+                          visible)
 from catrl.sift import Sifted
 from catrl.types import Criterion, Message, Reference, Rubric, Verdict
 
@@ -169,6 +170,8 @@ def counterfactual_text(response: str, sift: Sifted | None, guards: Guards) -> s
         sentences = strip_spans(visible(response), spans) if spans else response
     else:
         return response
+    if not spans and has_hidden_message(response):  # the judge reads the message, a person sees nothing: read it again without
+        return visible(response)
     if not guards.paragraphs or not spans:
         return sentences
     v = visible(response)
