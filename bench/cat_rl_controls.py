@@ -45,9 +45,9 @@ from catrl.train_config import load_config  # noqa: E402
 
 ROOT = Path("docs/cat_rl/controls")
 ARMS = {
-    # (a) a stronger frozen anchor. Not settled: the gate (docs/cat_rl/gate) has not yet measured the 1.5B anchor or
-    # its corroborated form (min_support=2); set this from its rows before the arm's first step
-    "cat": ["reward=cat", "anchor=qwen2.5-coder-1.5b"],
+    # (a) the anchor setting the reward-accuracy gate ranks first (docs/cat_rl/gate, 2026-12-06): the frozen 1.5B with
+    # corroboration, accuracy 0.885 (tied with majority+support=2), precision 0.667, against 0.842 / 0.568 for the 0.5B
+    "cat": ["reward=cat", "anchor=qwen2.5-coder-1.5b", "min_support=2"],
     "cat_self": ["reward=cat", "anchor=qwen2.5-coder-0.5b"],  # (b) the initial policy as its own anchor (the paper)
     "majority": ["reward=majority"],  # (c) TTRL
     "random": ["reward=random"],  # (d) Bernoulli(0.5), the Spurious Rewards control
