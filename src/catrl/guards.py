@@ -79,7 +79,11 @@ def has_hidden_message(text: str) -> bool:
 def visible(text: str) -> str:
     """What a reader sees: NFKC, right-to-left overridden runs in the order they render, invisible
     characters (zero-width, bidi marks, joiners, variation selectors) removed."""
-    return "".join(ch for ch in _rendered(text) if not _invisible(ch))
+    return _without_invisible(_rendered(text))
+
+
+def _without_invisible(rendered: str) -> str:
+    return "".join(ch for ch in rendered if not _invisible(ch))
 
 
 def _readings(text: str) -> list[str]:
@@ -230,15 +234,12 @@ def _spaced_letter(ch: str) -> bool:
     return ch.isalpha() and unicodedata.name(ch, "").startswith(_SPACED_SCRIPTS)
 
 
-def _laced_words(text: str) -> list[tuple[int, int]]:
-    """Spans in `visible(text)` of the words laced with invisible characters, as in "t\u200bh\u200ci\u200ds": two or
+def _laced_words(t: str) -> list[tuple[int, int]]:
+    """Spans in the visible form of the rendered text `t` (_rendered) of the words laced with invisible characters, as in "t\u200bh\u200ci\u200ds": two or
     more inside one word of Latin, Cyrillic or Greek letters. That is written to pass a filter reading the raw
     string while a model reads it plainly. Those scripts never need a joiner inside a word, and a soft hyphen
     (a hyphenation point) does not count; scripts written without spaces (Chinese, Japanese, Thai) may put a
     zero-width space between words, and Persian a ZWNJ inside one, so they are not read here. One pass."""
-    t = _rendered(text)
-    if not any(_invisible(ch) for ch in t):
-        return []
     out, pos, start, inner, pending = [], 0, None, 0, 0  # pos: the visible offset of t's current character
     prev = before = ""  # the last visible character, and the one before the current word
     for ch in t + " ":
@@ -267,10 +268,11 @@ def grader_directed_spans(text: str) -> list[tuple[int, int]]:
     each word laced with invisible characters (_laced_words). From a chat template's turn token on, the rest
     of the text is marked: a response cannot end its own turn, so what follows one is a forged turn (a "system"
     update, the assistant's "yes"), however plain its words."""
-    v = visible(text)
+    t = _rendered(text)
+    v = _without_invisible(t)  # visible(text), rendered once for the laced words too
     sentences = sentence_spans(v)
     spans = [(a, b) for a, b in sentences if _directed(v[a:b])]
-    spans += _laced_words(text)
+    spans += _laced_words(t) if len(v) < len(t) else []  # only a text with invisible characters can lace a word
     marks = bytearray(len(v))
     for a, b in spans:
         marks[a:b] = b"\x01" * (b - a)

@@ -322,9 +322,8 @@ def build_run(cfg: TrainConfig, progress: bool = True, started: float | None = N
     from transformers import AutoTokenizer
     from transformers.trainer_callback import ProgressCallback
     from catrl.grpo_trainer import trainer_class
-    from catrl.hf_policy import resolve_policy
-
     from catrl.heap import keep_freed_memory, release_setup_memory
+    from catrl.hf_policy import resolve_policy
 
     keep_freed_memory()  # before the first tensor: the steps then reuse their memory (catrl.heap)
     if cfg.threads:
