@@ -232,10 +232,41 @@ def test_medoid_picks_the_central_text():
     ("nope", "unknown estimator"), ("permutation:k=0", "k must be >= 1"), ("recursive:m=1", "m must be >= 2"),
     ("permutation:x=1", "unknown parameter"), ("confidence_vote:tau=0", "tau must be > 0"), ("cluster:order=z", "order must be"),
     ("verified_vote:scope=some", "scope must be all or reps"), ("verified_vote:alpha=-1", "alpha must be >= 0"),
+    ("synthesis:min_support=0", "min_support must be from 1"), ("cluster:min_support=two", "min_support='two' is not a int"),
 ])
 def test_bad_specs_fail_before_any_model_loads(spec, msg):
     with pytest.raises(InputError, match=msg):
         parse_estimator(spec)
+
+
+def test_min_support_sends_the_same_prompts_and_only_replaces_an_uncorroborated_answer():
+    comps = group(5, 5, 6, 7)  # the vote: 5 (2 rollouts); 6 and 7 stand alone
+    for said, want, flag in (("6", "5", "uncorroborated_reference:1<2"), ("9", "5", "uncorroborated_reference:0<2"),
+                             ("5", "5", None), ("5.0", "5.0", None)):
+        plain, ruled = ScriptedEngine(reply=lambda text, said=said: f"so \\boxed{{{said}}}"), ScriptedEngine(reply=lambda text, said=said: f"so \\boxed{{{said}}}")
+        ref0 = parse_estimator("synthesis").estimate(plain, comps)
+        ref = parse_estimator("synthesis:min_support=2").estimate(ruled, comps)
+        assert [r.messages for r in plain.requests] == [r.messages for r in ruled.requests]  # the same calls: a replay is free
+        assert ref0.answer == said and ref.answer == want
+        assert (flag in ref.flags) if flag else not any(f.startswith("uncorroborated") for f in ref.flags)
+        if flag:  # the vote's rollout, with the anchor's call kept for the audit
+            assert ref.text == comps[0] and ref.finish_reason == "vote" and ref.calls == ref0.calls and ref.prompt == ref0.prompt
+    assert parse_estimator("synthesis:min_support=2").spec()["min_support"] == 2 and "min_support" not in parse_estimator("synthesis").spec()
+    # nothing corroborated (every answer alone): the estimator's answer stands
+    assert parse_estimator("synthesis:min_support=2").estimate(ScriptedEngine(reply=lambda text: "\\boxed{6}"), group(5, 6, 7)).answer == "6"
+    # `both` keeps its rule, and the new one applies after it; a junk rollout screened out is no support
+    ref = parse_estimator("cluster:order=both,min_support=2").estimate(ScriptedEngine(reply=lambda text: "\\boxed{6}"), group(5, 5, 6, 7))
+    assert ref.answer == "5" and "uncorroborated_reference:1<2" in ref.flags
+    junk = "\\boxed{6} " * 400
+    ref = parse_estimator("synthesis:min_support=2").estimate(ScriptedEngine(reply=lambda text: "\\boxed{6}"), [*group(5, 5, 6), junk])
+    assert ref.answer == "5" and "uncorroborated_reference:1<2" in ref.flags and 3 in ref.excluded
+
+
+def test_min_support_is_checked_against_the_group_and_the_mode():
+    with pytest.raises(InputError, match=r"min_support must be from 1 to the group size \(4\), got 5"):
+        check_estimator("synthesis:min_support=5", 4)
+    with pytest.raises(InputError, match="min_support needs final answers"):
+        check_estimator("permutation:k=2,min_support=2", 8, "freeform")
 
 
 def test_m_above_g_and_answerless_estimators_in_freeform_are_refused():
@@ -289,7 +320,7 @@ def test_a_failed_anchor_call_takes_the_anchor_error_path():
 
 @pytest.mark.real_model
 @pytest.mark.parametrize("spec", ["synthesis:shuffle=1", "permutation:k=2", "cluster", "cluster:order=shuffled", "cluster:order=both",
-                                  "recursive:m=2,t=1"])
+                                  "recursive:m=2,t=1", "cluster:order=both,min_support=2"])
 def test_every_anchor_estimator_on_a_real_model(smol_engine, spec):
     texts = ["3 boxes of 4 is 12.\n\\boxed{12}", "4 * 3 = 12\n\\boxed{12}", "I think 7.\n\\boxed{7}"]
     ref = parse_estimator(spec).estimate(smol_engine, texts, sampling=Sampling(max_tokens=32, seed=0))

@@ -8,7 +8,7 @@ import math
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
 from catrl.engines.base import Engine, OnResult, require_scoring
@@ -117,20 +117,28 @@ class Estimator:
     seed: int = 0
     screen: bool = True  # catrl.screening: junk out of the prompt and the vote, anchor-directed text cut
     sift: bool = False   # with screen: the anchor model also marks sentences written to sway it (catrl.sift.ANCHOR)
+    min_support: int = 1  # reasoning: the reference's answer must be one this many rollouts reached, when any is (1: no rule)
     match: str = "symbolic"
 
     def params(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("name", "match")}
 
     def spec(self) -> dict[str, Any]:
-        """What results, audit records and reports name: every parameter, and `sift` only when it is on."""
-        return {"name": self.name, **{k: v for k, v in self.params().items() if k != "sift" or v}}
+        """What results, audit records and reports name: every parameter; `sift` only when it is on and
+        `min_support` only when it is above 1, so specs made before they existed read as before."""
+        return {"name": self.name, **{k: v for k, v in self.params().items()
+                                      if not (k == "sift" and not v) and not (k == "min_support" and v == 1)}}
 
     def check(self, g: int | None = None, mode: str = "reasoning") -> None:
         if mode not in MODES:
             raise InputError(f"mode must be one of {MODES}, got {mode!r}")
         if self.sift and not self.sifts:
             raise InputError(f"estimator {self.name}: sift=1 needs screen=1 and an estimator that reads the group with the anchor")
+        if self.min_support < 1 or (g is not None and self.min_support > g):
+            raise InputError(f"estimator {self.name}: min_support must be from 1 to the group size{f' ({g})' if g is not None else ''}, "
+                             f"got {self.min_support}")
+        if self.min_support > 1 and mode != "reasoning":
+            raise InputError(f"estimator {self.name}: min_support needs final answers to count (mode reasoning), not {mode}")
 
     @property
     def uses_anchor(self) -> bool:
@@ -160,15 +168,23 @@ class Estimator:
                 raise InputError(f"group {i}: cannot estimate a reference from an empty group of rollouts")
             self.check(len(g), mode)
         if not self.screen:
-            return self._estimate(anchor, groups, mode, sampling, ids, on_result)
+            return self._supported(anchor, groups, mode, sampling, ids, on_result)
         sifted = self._sift(anchor, groups) if self.sifts else [None] * len(groups)
         scr = [screen_group(g, strip=self.uses_anchor, sifted=sf) for g, sf in zip(groups, sifted, strict=True)]
         if not any(s.changed for s in scr):
-            return self._estimate(anchor, groups, mode, sampling, ids, on_result)
+            return self._supported(anchor, groups, mode, sampling, ids, on_result)
         live = [i for i, s in enumerate(scr) if s.kept]
-        refs = iter(self._estimate(anchor, [scr[i].shown for i in live], mode, sampling,
-                                   [ids[i] if ids else str(i) for i in live], on_result))
+        refs = iter(self._supported(anchor, [scr[i].shown for i in live], mode, sampling,
+                                    [ids[i] if ids else str(i) for i in live], on_result))
         return [restore_indices(next(refs), s) if s.kept else nothing_left(self.spec(), s) for s in scr]
+
+    def _supported(self, anchor: Engine | None, groups: Sequence[Sequence[Candidate]], mode: str, sampling: Sampling | None,
+                   ids: Sequence[str] | None, on_result: OnResult | None) -> list[Reference]:
+        """`_estimate`, then the corroboration rule (`min_support`) on the rollouts the estimator read."""
+        refs = self._estimate(anchor, groups, mode, sampling, ids, on_result)
+        if self.min_support <= 1 or mode != "reasoning":
+            return refs
+        return [corroborated_reference(r, [_text(c) for c in g], self.min_support, self.match) for r, g in zip(refs, groups, strict=True)]
 
     def _sift(self, anchor: Engine | None, groups: Sequence[Sequence[Candidate]]) -> list[list[Sifted]]:
         """Every rollout read sentence by sentence by the anchor model (one batch of scorings for all groups)."""
@@ -200,6 +216,24 @@ class Estimator:
     def _reference(self, comp: Completion, call: _Call, mode: str, calls: list[dict], flags: list[str]) -> Reference:
         return Reference(text=comp.text, answer=extract_answer(comp.text) if mode == "reasoning" else None, prompt=call.request.to_list(),
                          finish_reason=comp.finish_reason, estimator=self.spec(), order=list(call.order), calls=calls, flags=flags)
+
+
+def corroborated_reference(ref: Reference, texts: Sequence[str], min_support: int, match: str = "symbolic") -> Reference:
+    """The reference, or the vote's rollout when the reference's answer was reached by fewer than
+    `min_support` rollouts while the vote's was reached by at least that many (flag
+    `uncorroborated_reference:<support><<min_support>`). The anchor may then still overrule the vote, but
+    only towards an answer other rollouts corroborate: on GSM8K's design split a 1.5B anchor that sided
+    with a lone rollout against the vote was wrong every time (docs/reference_estimators). When no answer
+    is corroborated the estimator's stands: the vote would be no better founded. Pure; no model call."""
+    answers = [extract_answer(t) for t in texts]
+    pick, classes = vote(answers, match=match)
+    if pick is None or max(len(c) for c in classes) < min_support:
+        return ref
+    support = len(answer_classes([ref.answer, *answers], match)[0]) - 1 if ref.answer is not None else 0
+    if support >= min_support:
+        return ref
+    return replace(ref, text=texts[pick], answer=answers[pick], finish_reason="vote",
+                   flags=[*ref.flags, f"uncorroborated_reference:{support}<{min_support}"])
 
 
 def call_record(call: _Call, comp: Completion, mode: str) -> dict[str, Any]:
