@@ -85,13 +85,13 @@ def test_answer_and_label_commands(tmp_path, smol_path):
     r = _cli("answer", "What is 7 times 6?", "-g", "3", "--max-tokens", "40", tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "majority answer" in r.stdout and "CaT answer" in r.stdout
-    assert "CaT reference (cluster)" in r.stdout  # the default on math: the best measured estimator, cluster:order=both
+    assert "CaT reference (cluster)" in r.stdout  # the default on math: the best measured estimator, cluster:order=both,min_support=2
     out = tmp_path / "labels.jsonl"
     r = _cli("label", "gsm8k", "--limit", "2", "-g", "2", "--max-tokens", "40", "-o", str(out), tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["id"] for x in rows] == ["0", "1"] and all("reference" in x and "agreement" in x for x in rows)
-    assert all(x["estimator"]["name"] == "cluster" and x["estimator"]["order"] == "both" for x in rows)
+    assert all(x["estimator"]["name"] == "cluster" and x["estimator"]["order"] == "both" and x["estimator"]["min_support"] == 2 for x in rows)
     r = _cli("label", "gsm8k", "--limit", "2", "-g", "2", "--max-tokens", "40", "-o", str(out), tmp_path=tmp_path)
     assert "2 already done" in r.stdout
 

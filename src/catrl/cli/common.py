@@ -97,7 +97,8 @@ GOpt = Annotated[int, typer.Option("--g", "-g", help="Rollouts per question (G).
 EstimatorOpt = Annotated[str | None, typer.Option(
     "--estimator", help="How the reference is estimated from the rollouts (never seeing the question): synthesis (the paper's), "
                         "cluster[:order=support|majority_first|shuffled|both], permutation[:k=N], recursive[:m=M,t=T], "
-                        "confidence_vote[:tau=X,tail=N], verified_vote[:alpha=X,scope=all|reps], majority. answer, label and eval default to cluster:order=both on math "
+                        "confidence_vote[:tau=X,tail=N], verified_vote[:alpha=X,scope=all|reps], majority; any of them takes min_support=N (math: the anchor may not pick an answer fewer than N rollouts reached "
+                        "when the vote's has N). answer, label and eval default to cluster:order=both,min_support=2 on math "
                         "(the best measured) and synthesis free-form; rewards to synthesis. See docs/reference_estimators.")]
 
 

@@ -134,9 +134,8 @@ class Estimator:
             raise InputError(f"mode must be one of {MODES}, got {mode!r}")
         if self.sift and not self.sifts:
             raise InputError(f"estimator {self.name}: sift=1 needs screen=1 and an estimator that reads the group with the anchor")
-        if self.min_support < 1 or (g is not None and self.min_support > g):
-            raise InputError(f"estimator {self.name}: min_support must be from 1 to the group size{f' ({g})' if g is not None else ''}, "
-                             f"got {self.min_support}")
+        if self.min_support < 1:  # above the group size it is allowed: no answer can be corroborated, so the rule leaves G=1 alone
+            raise InputError(f"estimator {self.name}: min_support must be >= 1, got {self.min_support}")
         if self.min_support > 1 and mode != "reasoning":
             raise InputError(f"estimator {self.name}: min_support needs final answers to count (mode reasoning), not {mode}")
 
