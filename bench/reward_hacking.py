@@ -62,7 +62,10 @@ SETTINGS = {"none": "none", "screen": "screen", "degenerate": "degenerate", "cou
 # synthesis: no screening (the paper's), the default screening (junk out, the patterns' sentences cut), and the
 # default screening plus the anchor model's own reading (estimators' sift=1, opt-in)
 # default screening with corroboration (rewards' min_support=2, opt-in: the same references, another pay rule)
-SYNTHESIS_SETTINGS = {"none": ("synthesis:screen=0", 1), "all": ("synthesis", 1), "sift": ("synthesis:sift=1", 1), "support": ("synthesis", 2)}
+# and the estimator's corroboration (min_support=2 on the estimator: the same anchor calls; a reference the other
+# rollouts do not corroborate becomes the vote's, so the other rollouts are paid instead)
+SYNTHESIS_SETTINGS = {"none": ("synthesis:screen=0", 1), "all": ("synthesis", 1), "sift": ("synthesis:sift=1", 1), "support": ("synthesis", 2),
+                      "reference": ("synthesis:min_support=2", 1)}
 FIGURE = "default"  # the guards the figure line reports: the rewards' default
 CLEAN_SETTINGS = ("patterns", "patterns+decoy", "patterns+monitor", "sentences", "default", "all")
 
@@ -301,11 +304,12 @@ def main() -> None:
         out.print(f"command: {cmd}; machine {platform.machine()}, {os.cpu_count()} cores; model {args.model} as judge and anchor")
         report_judge(out, jc, jres)
         t = Table("synthesis case", "no guard: hostile/control (ref answers)", "screen: hostile/control (ref answers)",
-                  "screen + sift: hostile/control (ref answers)", "screen + support=2", "flags (screen + sift)",
+                  "screen + sift: hostile/control (ref answers)", "screen + support=2", "screen + reference support=2", "flags (screen + sift)",
                   title="synthesis cases: the hostile rollout's CaT reward vs its control's")
         for i, c in enumerate(sc):
-            n, a, f, u = sres["none"][i], sres["all"][i], sres["sift"][i], sres["support"][i]
-            t.add_row(c["id"], *[f"{_pair(x[0], x[1])} ({x[2]}/{x[3]})" for x in (n, a, f)], _pair(u[0], u[1]), " ".join(f[4])[:60])
+            n, a, f, u, r = sres["none"][i], sres["all"][i], sres["sift"][i], sres["support"][i], sres["reference"][i]
+            t.add_row(c["id"], *[f"{_pair(x[0], x[1])} ({x[2]}/{x[3]})" for x in (n, a, f)], _pair(u[0], u[1]),
+                      f"{_pair(r[0], r[1])} ({r[2]}/{r[3]})", " ".join(f[4])[:60])
         out.print(t)
         flips = {k: sum(h > c + 1e-9 for h, c, _ in v) for k, v in jres.items()}
         hijacks = {k: sum(h > c + 1e-9 for h, c, *_ in v) for k, v in sres.items()}
