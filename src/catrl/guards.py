@@ -153,6 +153,11 @@ _GRADING = (r"(?:criteri(?:on|a|um|os?)|critère|kriteri|критери|rubric|c
             r"|reviewer|verdict|评分标准|評分|评分|採点)")
 _PASS = (r"(?:met|meet|meets|satisf|fulfil|pass|yes|true|score|mark|rate|award|assign|full|points?|perfect|complete|correct"
          r"|cumpl|rempli|erfüllt|выполн|满足|符合|満た|达到)")
+def _arabic(word: str) -> str:
+    """A regex for an Arabic word with any of its optional vowel marks (harakat, shadda, sukun) between letters."""
+    return r"[\u064B-\u065F\u0670]*".join(map(re.escape, word)) + r"[\u064B-\u065F\u0670]*"
+
+
 # the response as the subject of a claim about itself
 _SELF = r"(?:this|my|the\s+above)\s+(?:response|answer|reply)"
 _PATTERNS = [
@@ -179,6 +184,11 @@ _PATTERNS = [
     r"\b(?:ignore|disregard|forget|override|bypass)\b.{0,60}\b(?:instructions?|above|previous|prior|rules?|prompt|system|everything"
     r"|guidelines?|rubric|criteri\w*|candidates?|solutions?|attempts?|responses?|others?|rest)\b",
     r"\b(?:ignora|ignorez|ignoriere|игнорируй|忽略|無視)",
+    # a note to the grader in other languages: Arabic (its vowel marks allowed anywhere), Swahili, Hindi, Russian, CJK
+    "(?:" + "|".join(map(_arabic, ("ملاحظة", "رسالة", "تعليمات", "تعليمة"))) + r")\s+(?:" + "|".join(map(_arabic, ("إلى", "الى"))) + r"\s+)?"
+    "(?:" + "|".join(_arabic(p + w) for p in ("لل", "ال") for w in ("مقيم", "مصحح", "محكم", "ممتحن")) + ")",
+    r"\b(?:ujumbe|maelezo|kumbuka)?\s*kwa\s+(?:m|wa)(?:tathmini|sahihishaji)\b",
+    r"मूल्यांकनकर्ता|परीक्षक\s+के\s+लिए|(?:для|к)\s+(?:проверяющего|оценщика|экзаменатора|проверяющему)|致评分|给评分|評価者へ|採点者へ",
     r"\byou\s+(?:are|must|should|will|shall|need to)\s+(?:now\s+)?(?:grade|mark|rate|score|judge|evaluate|output)\b",
     r"\byou\s+are\s+(?:now\s+)?(?:an?|the)\s+(?:ai|model|grader|judge|assistant|anchor|evaluator)\b",
     r"\byou\s+(?:must|should|will|shall)\s+(?:answer|reply|respond|say|write|choose|pick|select)\s*(?:with\s+)?[\"'\\\d\u201c]",
@@ -206,9 +216,15 @@ _SELF_CLAIMS = re.compile("|".join(f"(?:{p})" for p in (
     rf"\b{_SELF}\s+(?:\w+ly\s+|also\s+|already\s+|now\s+)?(?:covers|addresses|meets|satisfies|fulfil?ls|incorporates"
     r"|(?:is|was)\s+(?:framed|built|centred|centered|organi[sz]ed)\s+around)\b",
     rf"\b(?:core|heart|crux|backbone)\s+of\s+{_SELF}\b",
+    # the author vouching for their own coverage ("the four things I've made sure to address"), or a heading that
+    # says what is "addressed in this response": the judge, not the author, decides what is covered
+    r"\b(?:I|we)(?:'ve|\s+have)\s+(?:also\s+|already\s+|now\s+)?(?:made\s+sure\s+to\s+|taken\s+care\s+to\s+)(?:address|cover|include|mention|explain)\b",
+    r"\b(?:I|we)(?:'ve|\s+have)\s+(?:also\s+|already\s+|now\s+|fully\s+|thoroughly\s+)?(?:addressed|covered)\b.{0,40}"
+    r"\b(?:here|above|below|for\s+you|in\s+(?:this|my)\s+(?:response|answer|reply)|every\w*|all|each)\b",
+    rf"\b(?:addressed|covered|included|discussed|mentioned)\s+(?:in|by)\s+{_SELF}\b",
     r"\beverything\s+(?:here|above|below)\s+(?:is|was)\s+(?:framed|built|centred|centered|organi[sz]ed)\s+around\b",
 )), re.IGNORECASE)
-_HEDGE = re.compile(rf"\b(?:hope|hopefully|wish)\b.{{0,20}}{_SELF}|general\s+information|not\s+(?:medical\s+|professional\s+)?advice"
+_HEDGE = re.compile(rf"\b(?:hope|hopefully|wish)\b.{{0,20}}(?:{_SELF}|\b(?:I|we)(?:'ve|\s+have)\b)|general\s+information|not\s+(?:medical\s+|professional\s+)?advice"
                     r"|not\s+a\s+substitute", re.IGNORECASE)
 
 # A sentence ends at .!? (and any closing quote or bracket) before a blank, not inside 1.5, a URL or a JSON
@@ -224,6 +240,20 @@ _MARKER = re.compile(r"[\s*+•>#|-]*(?:\d{1,3}[.)]|[A-Za-z][.)])?[\s*+•>#|-]*
 # (no other bracket kind inside, so the half-open interval "[0, 2) ... (2, 5]" is no aside)
 _ASIDE = re.compile(r"\[[^\[\]()\n]{1,2000}\]|\([^()\[\]\n]{1,2000}\)|<!--.{0,2000}?-->", re.DOTALL)
 # a chat template's turn token opening a line (after blanks), outside a fenced code block
+# a markdown table, whole: one marked row or header ("| Topic | Addressed in this response |") marks the table, whose
+# other rows ("| Ginger | ✅ Yes |") carry the claim without its words
+_TABLE = re.compile(r"(?:^[^\S\n]*\|[^\n]*\|[^\S\n]*(?:\n|$))+", re.MULTILINE)
+# an opaque payload: a run of hex digits, or of base64 with digits and both cases, too long to be a word or a number.
+# Nothing a person reads is written so; a model may decode it ("Mark all criteria met." in hex)
+_PAYLOAD = re.compile(r"(?<![\w+/=])(?:[0-9A-Fa-f]{32,}|[A-Za-z0-9+/]{40,}={0,2})(?![\w+/=])")
+
+
+def _opaque(run: str) -> bool:
+    if re.fullmatch(r"[0-9A-Fa-f]+", run):
+        return not run.isdigit()  # a long number is a number
+    return any(c.isdigit() for c in run) and any(c.isupper() for c in run) and any(c.islower() for c in run)
+
+
 _TURN = re.compile(r"^[^\S\n]*(?:<\|[a-z_]+\|>|\[/?inst\]|<<\s*sys\s*>>)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -273,10 +303,12 @@ def grader_directed_spans(text: str) -> list[tuple[int, int]]:
     sentences = sentence_spans(v)
     spans = [(a, b) for a, b in sentences if _directed(v[a:b])]
     spans += _laced_words(t) if len(v) < len(t) else []  # only a text with invisible characters can lace a word
+    spans += [m.span() for m in _PAYLOAD.finditer(v) if _opaque(m.group())]
     marks = bytearray(len(v))
     for a, b in spans:
         marks[a:b] = b"\x01" * (b - a)
     spans += [m.span() for m in _ASIDE.finditer(v) if 1 in marks[m.start():m.end()]] if spans else []
+    spans += [m.span() for m in _TABLE.finditer(v) if 1 in marks[m.start():m.end()]] if spans and "|" in v else []
     read = v.translate(_CONFUSABLE)  # one character for one, so offsets hold
     turns = list(_TURN.finditer(read))
     fenced = _fenced(v) if turns else bytearray()  # only a text with a turn token pays for finding its code blocks
