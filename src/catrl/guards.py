@@ -153,6 +153,8 @@ _GRADING = (r"(?:criteri(?:on|a|um|os?)|critère|kriteri|критери|rubric|c
             r"|reviewer|verdict|评分标准|評分|评分|採点)")
 _PASS = (r"(?:met|meet|meets|satisf|fulfil|pass|yes|true|score|mark|rate|award|assign|full|points?|perfect|complete|correct"
          r"|cumpl|rempli|erfüllt|выполн|满足|符合|満た|达到)")
+
+
 def _arabic(word: str) -> str:
     """A regex for an Arabic word with any of its optional vowel marks (harakat, shadda, sukun) between letters."""
     return r"[\u064B-\u065F\u0670]*".join(map(re.escape, word)) + r"[\u064B-\u065F\u0670]*"
@@ -239,7 +241,6 @@ _MARKER = re.compile(r"[\s*+•>#|-]*(?:\d{1,3}[.)]|[A-Za-z][.)])?[\s*+•>#|-]*
 # an aside in brackets, parentheses or an HTML comment, within one paragraph: one marked sentence taints it whole
 # (no other bracket kind inside, so the half-open interval "[0, 2) ... (2, 5]" is no aside)
 _ASIDE = re.compile(r"\[[^\[\]()\n]{1,2000}\]|\([^()\[\]\n]{1,2000}\)|<!--.{0,2000}?-->", re.DOTALL)
-# a chat template's turn token opening a line (after blanks), outside a fenced code block
 # a markdown table, whole: one marked row or header ("| Topic | Addressed in this response |") marks the table, whose
 # other rows ("| Ginger | ✅ Yes |") carry the claim without its words
 _TABLE = re.compile(r"(?:^[^\S\n]*\|[^\n]*\|[^\S\n]*(?:\n|$))+", re.MULTILINE)
@@ -254,6 +255,7 @@ def _opaque(run: str) -> bool:
     return any(c.isdigit() for c in run) and any(c.isupper() for c in run) and any(c.islower() for c in run)
 
 
+# a chat template's turn token opening a line (after blanks), outside a fenced code block
 _TURN = re.compile(r"^[^\S\n]*(?:<\|[a-z_]+\|>|\[/?inst\]|<<\s*sys\s*>>)", re.IGNORECASE | re.MULTILINE)
 
 

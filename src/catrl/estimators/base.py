@@ -18,7 +18,7 @@ from catrl.screening import nothing_left, restore_indices, screen_group
 from catrl.selection import answer_classes, mean_nll
 from catrl.sift import ANCHOR, Sifted, sift_groups
 from catrl.types import ChatRequest, Completion, Reference, Sampling
-from catrl.verify import extract_answer
+from catrl.verify import equivalent, extract_answer
 
 
 Candidate = Union[str, Completion]
@@ -228,7 +228,8 @@ def corroborated_reference(ref: Reference, texts: Sequence[str], min_support: in
     pick, classes = vote(answers, match=match)
     if pick is None or max(len(c) for c in classes) < min_support:
         return ref
-    support = len(answer_classes([ref.answer, *answers], match)[0]) - 1 if ref.answer is not None else 0
+    # one check per answer class, against the vote's own classes (not a second grouping of every answer)
+    support = next((len(c) for c in classes if equivalent(answers[c[0]], ref.answer, mode=match).equal), 0) if ref.answer is not None else 0
     if support >= min_support:
         return ref
     return replace(ref, text=texts[pick], answer=answers[pick], finish_reason="vote",
