@@ -31,7 +31,7 @@ CLEAN = [
 ]
 
 
-@pytest.mark.parametrize("name", ["hostile", "hostile_heldout", "hostile_heldout2", "hostile_heldout3", "hostile_heldout4", "hostile_heldout5", "hostile_heldout6", "hostile_heldout7", "hostile_heldout8"])
+@pytest.mark.parametrize("name", ["hostile", "hostile_heldout", "hostile_heldout2", "hostile_heldout3", "hostile_heldout4", "hostile_heldout5", "hostile_heldout6", "hostile_heldout7", "hostile_heldout8", "hostile_heldout9"])
 def test_every_corpus_case_has_the_fields_its_kind_needs(name):
     rows = [json.loads(line) for line in (Path(__file__).parents[1] / "bench" / "data" / f"{name}.jsonl").open(encoding="utf-8")]
     need = {"judge": {"conversation", "criteria", "hostile", "control"}, "synthesis": {"base", "gold", "planted", "hostile", "control"}}
