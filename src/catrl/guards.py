@@ -10,7 +10,9 @@ audit record when it acts:
   out of the anchor's prompt (flag `excluded:<why>`) and gets reward 0.
 - `grader_directed_spans`: sentences that address the grader or the anchor (claims that criteria are
   met, fake verdict markup, role labels, "ignore the instructions", claims about a reference answer
-  or the other candidates). The anchor reads candidates without them (flag `anchor_directed`); the
+  or the other candidates), with the words of such notes in about 25 other languages in
+  data/grader_words.txt, plus HTML comments and forged chat turns. The anchor reads candidates without
+  them (flag `anchor_directed`); the
   judge judges the response again without them and keeps the lower verdict (counterfactual judging,
   flag `counterfactual:<k>` when k verdicts were lowered).
 - the empty probe (in rewards.RubricReward, opt-in): a rubric's criteria that an empty response
@@ -38,6 +40,7 @@ import unicodedata
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from importlib import resources
 
 from catrl.delimit import TAGS
 from catrl.errors import InputError
@@ -149,10 +152,25 @@ def _ascii_share(text: str) -> float:
 
 
 # -- grader-directed text --------------------------------------------------------------------------
+def _grader_words() -> dict[str, str]:
+    """Per kind (grader, criteria, pass, self), one alternation of the rules in data/grader_words.txt: the words
+    of text aimed at the grader in languages other than English."""
+    rules: dict[str, list[str]] = {"grader": [], "criteria": [], "pass": [], "self": []}
+    text = (resources.files("catrl") / "data" / "grader_words.txt").read_text(encoding="utf-8")
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip() and not line.startswith("#"):
+            kind, _lang, rule = line.split("\t", 2)
+            if kind not in rules:
+                raise ValueError(f"catrl/data/grader_words.txt line {n}: unknown kind {kind!r}")
+            rules[kind].append(f"(?:{rule})")
+    return {k: "|".join(v) for k, v in rules.items()}
+
+
+_WORDS = _grader_words()
 _GRADING = (r"(?:criteri(?:on|a|um|os?)|critère|kriteri|критери|rubric|checklist|grading|grader|judge[sd]?\b|evaluator|assessor"
-            r"|reviewer|verdict|评分标准|評分|评分|採点)")
+            rf"|reviewer|verdict|评分标准|評分|评分|採点|{_WORDS['criteria']})")
 _PASS = (r"(?:met|meet|meets|satisf|fulfil|pass|yes|true|score|mark|rate|award|assign|full|points?|perfect|complete|correct"
-         r"|cumpl|rempli|erfüllt|выполн|满足|符合|満た|达到)")
+         rf"|cumpl|rempli|erfüllt|выполн|满足|符合|満た|达到|{_WORDS['pass']})")
 
 
 def _arabic(word: str) -> str:
@@ -191,6 +209,7 @@ _PATTERNS = [
     "(?:" + "|".join(_arabic(p + w) for p in ("لل", "ال") for w in ("مقيم", "مصحح", "محكم", "ممتحن")) + ")",
     r"\b(?:ujumbe|maelezo|kumbuka)?\s*kwa\s+(?:m|wa)(?:tathmini|sahihishaji)\b",
     r"मूल्यांकनकर्ता|परीक्षक\s+के\s+लिए|(?:для|к)\s+(?:проверяющего|оценщика|экзаменатора|проверяющему)|致评分|给评分|評価者へ|採点者へ",
+    _WORDS["grader"],  # a grader named in another language (data/grader_words.txt)
     r"\byou\s+(?:are|must|should|will|shall|need to)\s+(?:now\s+)?(?:grade|mark|rate|score|judge|evaluate|output)\b",
     r"\byou\s+are\s+(?:now\s+)?(?:an?|the)\s+(?:ai|model|grader|judge|assistant|anchor|evaluator)\b",
     r"\byou\s+(?:must|should|will|shall)\s+(?:answer|reply|respond|say|write|choose|pick|select)\s*(?:with\s+)?[\"'\\\d\u201c]",
@@ -224,9 +243,17 @@ _SELF_CLAIMS = re.compile("|".join(f"(?:{p})" for p in (
     r"\b(?:I|we)(?:'ve|\s+have)\s+(?:also\s+|already\s+|now\s+|fully\s+|thoroughly\s+)?(?:addressed|covered)\b.{0,40}"
     r"\b(?:here|above|below|for\s+you|in\s+(?:this|my)\s+(?:response|answer|reply)|every\w*|all|each)\b",
     rf"\b(?:addressed|covered|included|discussed|mentioned)\s+(?:in|by)\s+{_SELF}\b",
+    # the same claim in the passive, placed in the response: "Everything you need is covered above"
+    r"\b(?:everything|all\s+(?:of\s+)?(?:this|these|those|that|them|the\s+\w+|your\s+\w+)|each\s+(?:of\s+)?(?:these|them|point|item|one)"
+    r"|every\s+\w+)\b.{0,60}?\b(?:is|are|was|were|has\s+been|have\s+been|'s|'re)\s+(?:\w+ly\s+|all\s+|now\s+|already\s+)?"
+    r"(?:covered|addressed|included|handled|dealt\s+with)\s+(?:above|here|below|in\s+(?:this|my|the\s+above)\b)",
+    # a line that grades itself: a topic, then a check mark ("- Staying active and avoiding bed rest ✔"); not a table's
+    # row, where a tick answers the column's question ("| Chest pain | ✅ Yes |")
+    r"^[^|\n]*\w[^|\n]{0,200}?[\u2713\u2714\u2705\u2611\U0001F5F9]\s*(?:yes|met|covered|done|addressed|included)?[^\w|]*$",
+    _WORDS["self"],  # the same claims in other languages
     r"\beverything\s+(?:here|above|below)\s+(?:is|was)\s+(?:framed|built|centred|centered|organi[sz]ed)\s+around\b",
 )), re.IGNORECASE)
-_HEDGE = re.compile(rf"\b(?:hope|hopefully|wish)\b.{{0,20}}(?:{_SELF}|\b(?:I|we)(?:'ve|\s+have)\b)|general\s+information|not\s+(?:medical\s+|professional\s+)?advice"
+_HEDGE = re.compile(rf"\b(?:hope|hopefully|wish)\b.{{0,20}}(?:{_SELF}|\b(?:I|we)(?:'ve|\s+have)\b|\beverything\b)|general\s+information|not\s+(?:medical\s+|professional\s+)?advice"
                     r"|not\s+a\s+substitute", re.IGNORECASE)
 
 # A sentence ends at .!? (and any closing quote or bracket) before a blank, not inside 1.5, a URL or a JSON
@@ -238,9 +265,9 @@ _FENCE = re.compile(r"\s*(?:`{3,}|~{3,})")
 _MARKER = re.compile(r"[\s*+•>#|-]*(?:\d{1,3}[.)]|[A-Za-z][.)])?[\s*+•>#|-]*")  # a list marker or bullet, and nothing else
 
 
-# an aside in brackets, parentheses or an HTML comment, within one paragraph: one marked sentence taints it whole
+# an aside in brackets or parentheses, within one paragraph: one marked sentence taints it whole
 # (no other bracket kind inside, so the half-open interval "[0, 2) ... (2, 5]" is no aside)
-_ASIDE = re.compile(r"\[[^\[\]()\n]{1,2000}\]|\([^()\[\]\n]{1,2000}\)|<!--.{0,2000}?-->", re.DOTALL)
+_ASIDE = re.compile(r"\[[^\[\]()\n]{1,2000}\]|\([^()\[\]\n]{1,2000}\)")
 # a markdown table, whole: one marked row or header ("| Topic | Addressed in this response |") marks the table, whose
 # other rows ("| Ginger | ✅ Yes |") carry the claim without its words
 _TABLE = re.compile(r"(?:^[^\S\n]*\|[^\n]*\|[^\S\n]*(?:\n|$))+", re.MULTILINE)
@@ -255,8 +282,12 @@ def _opaque(run: str) -> bool:
     return any(c.isdigit() for c in run) and any(c.isupper() for c in run) and any(c.islower() for c in run)
 
 
-# a chat template's turn token opening a line (after blanks), outside a fenced code block
-_TURN = re.compile(r"^[^\S\n]*(?:<\|[a-z_]+\|>|\[/?inst\]|<<\s*sys\s*>>)", re.IGNORECASE | re.MULTILINE)
+# a chat template's turn token anywhere outside code (a fenced block or `inline code`): "...bleeding. [/INST] </s><s>[INST]"
+_TURN = re.compile(r"<\|[a-z_]+\|>|\[/?inst\]|<<\s*/?\s*sys\s*>>", re.IGNORECASE)
+_INLINE_CODE = re.compile(r"(`+)[^`\n]+?\1")
+# an HTML comment: a reader of the rendered text never sees it, a model reads it ("<!-- penilaian: YA -->"); an
+# unclosed one hides the rest of the text
+_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
 
 
 _SPACED_SCRIPTS = ("LATIN", "CYRILLIC", "GREEK")  # scripts written with spaces between words, never with joiners inside
@@ -297,9 +328,10 @@ def _laced_words(t: str) -> list[tuple[int, int]]:
 
 def grader_directed_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each sentence or line of `visible(text)` that addresses the grader or the anchor, and of
-    each word laced with invisible characters (_laced_words). From a chat template's turn token on, the rest
-    of the text is marked: a response cannot end its own turn, so what follows one is a forged turn (a "system"
-    update, the assistant's "yes"), however plain its words."""
+    each word laced with invisible characters (_laced_words), and each HTML comment (a reader never sees one).
+    From a chat template's turn token on, outside code, the rest of the text is marked: a response cannot end
+    its own turn, so what follows one is a forged turn (a "system" update, the assistant's "yes"), however
+    plain its words."""
     t = _rendered(text)
     v = _without_invisible(t)  # visible(text), rendered once for the laced words too
     sentences = sentence_spans(v)
@@ -311,23 +343,27 @@ def grader_directed_spans(text: str) -> list[tuple[int, int]]:
         marks[a:b] = b"\x01" * (b - a)
     spans += [m.span() for m in _ASIDE.finditer(v) if 1 in marks[m.start():m.end()]] if spans else []
     spans += [m.span() for m in _TABLE.finditer(v) if 1 in marks[m.start():m.end()]] if spans and "|" in v else []
+    spans += [m.span() for m in _COMMENT.finditer(v)] if "<!--" in v else []
     read = v.translate(_CONFUSABLE)  # one character for one, so offsets hold
     turns = list(_TURN.finditer(read))
-    fenced = _fenced(v) if turns else bytearray()  # only a text with a turn token pays for finding its code blocks
+    fenced = _code(v) if turns else bytearray()  # only a text with a turn token pays for finding its code
     if turn := next((m for m in turns if not fenced[m.end() - 1]), None):
         start = next((a for a, b in sentences if a <= turn.end() - 1 < b), turn.start())
         spans = [(a, b) for a, b in spans if a < start] + [(start, len(v))]
     return _merged(spans)
 
 
-def _fenced(v: str) -> bytearray:
-    """Per character of v, 1 inside a fenced code block (an unclosed fence runs to the end)."""
+def _code(v: str) -> bytearray:
+    """Per character of v, 1 inside a fenced code block (an unclosed fence runs to the end) or `inline code`."""
     inside, pos, out = False, 0, bytearray(len(v))
     for line in v.split("\n"):
         if _FENCE.match(line):
             inside = not inside
         elif inside:
             out[pos:pos + len(line)] = b"\x01" * len(line)
+        else:
+            for m in _INLINE_CODE.finditer(line):
+                out[pos + m.start():pos + m.end()] = b"\x01" * (m.end() - m.start())
         pos += len(line) + 1
     return out
 
