@@ -12,9 +12,8 @@ audit record when it acts:
   met, fake verdict markup, role labels, "ignore the instructions", claims about a reference answer
   or the other candidates), with the words of such notes in about 25 other languages in
   data/grader_words.txt, plus HTML comments and forged chat turns. The anchor reads candidates without
-  them (flag `anchor_directed`); the
-  judge judges the response again without them and keeps the lower verdict (counterfactual judging,
-  flag `counterfactual:<k>` when k verdicts were lowered).
+  them (flag `anchor_directed`); the judge judges the response again without them and keeps the lower
+  verdict (counterfactual judging, flag `counterfactual:<k>` when k verdicts were lowered).
 - the empty probe (in rewards.RubricReward, opt-in): a rubric's criteria that an empty response
   "meets" carry no weight (flag `criteria_met_by_empty:<k>`).
 - decoys (judge_guards): a response the judge says meets an unrelated decoy criterion gets none of
