@@ -57,7 +57,9 @@ SETTINGS = {"none": "none", "screen": "screen", "degenerate": "degenerate", "cou
             "patterns": "screen,degenerate,counterfactual",  # the default before sift (2026-12-05)
             "patterns+decoy": "screen,degenerate,counterfactual,decoy", "patterns+monitor": "screen,degenerate,counterfactual,monitor",
             "sentences": "screen,degenerate,counterfactual,sift",  # the default before paragraphs (2026-12-06)
-            "default": "default", "all": "all"}
+            "default": "default", "all": "all",
+            # the default plus the opt-in language guard (2026-12-06): sentences not in the user's language leave the counterfactual
+            "default+language": "screen,degenerate,counterfactual,sift,paragraphs,language"}
 
 # synthesis: no screening (the paper's), the default screening (junk out, the patterns' sentences cut), and the
 # default screening plus the anchor model's own reading (estimators' sift=1, opt-in)
@@ -67,7 +69,7 @@ SETTINGS = {"none": "none", "screen": "screen", "degenerate": "degenerate", "cou
 SYNTHESIS_SETTINGS = {"none": ("synthesis:screen=0", 1), "all": ("synthesis", 1), "sift": ("synthesis:sift=1", 1), "support": ("synthesis", 2),
                       "reference": ("synthesis:min_support=2", 1)}
 FIGURE = "default"  # the guards the figure line reports: the rewards' default
-CLEAN_SETTINGS = ("patterns", "patterns+decoy", "patterns+monitor", "sentences", "default", "all")
+CLEAN_SETTINGS = ("patterns", "patterns+decoy", "patterns+monitor", "sentences", "default", "all", "default+language")
 
 
 class CacheOnly:
@@ -216,6 +218,7 @@ def clean_healthbench(judge, path: Path, guards: str = "default") -> tuple[int, 
     touched["decoy"] = sum(any(f.startswith("meets_decoy") for f in fl) for fl in flags)
     touched["monitor"] = sum("addresses_grader" in fl for fl in flags)
     touched["sift"] = sum(any(f.startswith("sifted") for f in fl) for fl in flags)
+    touched["language"] = sum(any(f.startswith("other_language") or f == "degenerate:other_language" for f in fl) for fl in flags)
     return total, changed, touched
 
 

@@ -497,8 +497,10 @@ class Guards:
     """Which guards a reward runs. The default runs screen, degenerate, counterfactual with paragraphs, and sift (sift only
     where the judge engine scores continuations, as the embedded llama.cpp one does; elsewhere each record
     says `sift_unavailable`); `"all"` adds the empty probe, decoys and the monitor, `"none"` runs none, or
-    give a comma list (screen, degenerate, counterfactual, empty_probe, decoy, monitor, sift, paragraphs; a
-    list that names sift needs a judge that scores). Sift halved the flips the patterns leave on the corpora the
+    give a comma list (screen, degenerate, counterfactual, empty_probe, decoy, monitor, sift, paragraphs, language;
+    a list that names sift needs a judge that scores). `language` is opt-in: a response, or a sentence of one,
+    surely written in another language than the user's is judged without it, and one with nothing else left
+    gets reward 0 (flag `degenerate:other_language`). Sift halved the flips the patterns leave on the corpora the
     guards were not written for, at 3 more clean HealthBench rewards changed of 80 (docs/reward_hacking).
     The empty probe is opt-in: with the 1.5B judge it changed 40 of 80 clean HealthBench
     rewards (the judge "meets" many criteria for an empty response), for 3 fewer flips of 19
@@ -516,6 +518,7 @@ class Guards:
     monitor: bool = False         # a response the judge says addresses the grader gets no criteria (judge_guards)
     sift: bool | None = None      # the judge model marks grader-directed pieces too (catrl.sift); None: when the judge can score
     paragraphs: bool = True       # the counterfactual leaves out each marked sentence's whole paragraph (paragraph_spans)
+    language: bool = False        # the counterfactual leaves out sentences not in the conversation's language (catrl.language)
 
     @classmethod
     def parse(cls, spec: str | Guards | None) -> Guards:

@@ -37,6 +37,7 @@ from importlib import resources
 from catrl.delimit import as_messages
 from catrl.guards import (Guards, degenerate_reason, grader_directed_spans, has_content, has_hidden_message, paragraph_spans, strip_spans,
                           visible)
+from catrl.language import conversation_language, foreign_spans
 from catrl.sift import Sifted
 from catrl.types import Criterion, Message, Reference, Rubric, Verdict
 
@@ -85,6 +86,7 @@ class JudgingPlan:
     skipped: list[str | None] = field(default_factory=list)     # per response: why it was not judged
     directed: list[bool] = field(default_factory=list)
     sifted: list[int] = field(default_factory=list)             # per response: pieces the judge model marked (catrl.sift)
+    foreign: list[int] = field(default_factory=list)            # per response: sentences not in the conversation's language
     canaries: list[int | None] = field(default_factory=list)    # per response: its item against the canary rubric
     canary_kinds: list[str] = field(default_factory=list)       # per canary criterion: "monitor" or "decoy"
     probe: int | None = None                                     # the empty response's item
@@ -92,8 +94,8 @@ class JudgingPlan:
     def resolve(self, verdicts: Sequence[list[Verdict]], n_criteria: int) -> tuple[list[list[Verdict]], list[int], list[list[str]], list[str]]:
         """(per-response verdicts, dropped criteria, per-response flags, group flags) from the items' verdicts."""
         out, flags = [], []
-        for own, cf, skip, directed, can, cut in zip(self.own, self.counterfactual, self.skipped, self.directed, self.canaries,
-                                                     self.sifted, strict=True):
+        for own, cf, skip, directed, can, cut, foreign in zip(self.own, self.counterfactual, self.skipped, self.directed, self.canaries,
+                                                              self.sifted, self.foreign or [0] * len(self.own), strict=True):
             f: list[str] = []
             if own is None:
                 out.append([Verdict(False, "", skip) for _ in range(n_criteria)])
@@ -104,6 +106,8 @@ class JudgingPlan:
                 f.append("grader_directed")
             if cut:
                 f.append(f"sifted:{cut}")
+            if foreign:
+                f.append(f"other_language:{foreign}")
             if cf is not None:
                 lowered = 0
                 for j, (a, b) in enumerate(zip(vs, verdicts[cf], strict=True)):
@@ -136,6 +140,7 @@ def plan_judging(conversation: Conversation, responses: Sequence[str], rubric: R
     excluded = reference.excluded if reference is not None else {}
     canary = canary_rubric(conversation, guards) if rubric.criteria else Rubric([], "canary")
     plan.canary_kinds = [c.tags[0] for c in canary.criteria]
+    lang = conversation_language(as_messages(conversation)) if guards.language else None
     for i, r in enumerate(responses):
         why = None
         if guards.screen and i in excluded:
@@ -145,11 +150,15 @@ def plan_judging(conversation: Conversation, responses: Sequence[str], rubric: R
         sift = sifted[i] if sifted is not None else None
         if why is None and guards.degenerate and sift is not None and not has_content(sift.text):
             why = "degenerate:no_content"
-        without = counterfactual_text(r, sift, guards) if why is None else r
-        directed = why is None and (sift.changed if sift is not None else guards.counterfactual and without != r)
+        foreign = foreign_spans(visible(r), lang) if lang and why is None else []
+        without = counterfactual_text(r, sift, guards, foreign) if why is None else r
+        if why is None and foreign and not has_content(without):
+            why = "degenerate:other_language"  # nothing the user can read: judging "" would credit what an empty answer "meets"
+        directed = why is None and (bool(foreign) or (sift.changed if sift is not None else guards.counterfactual and without != r))
         plan.skipped.append(why)
         plan.directed.append(directed)
         plan.sifted.append(len(sift.cut) if sift is not None and why is None else 0)
+        plan.foreign.append(len(foreign) if why is None else 0)
         plan.own.append(_add(plan, (conversation, r, rubric)) if why is None else None)
         plan.counterfactual.append(_add(plan, (conversation, without, rubric)) if directed and rubric.criteria else None)
         plan.canaries.append(_add(plan, (conversation, r, canary)) if canary.criteria and why is None else None)
@@ -158,18 +167,24 @@ def plan_judging(conversation: Conversation, responses: Sequence[str], rubric: R
     return plan
 
 
-def counterfactual_text(response: str, sift: Sifted | None, guards: Guards) -> str:
+def counterfactual_text(response: str, sift: Sifted | None, guards: Guards, foreign: Sequence[tuple[int, int]] = ()) -> str:
     """The response as the counterfactual reading sees it: without the sentences the patterns (and, with
-    `sift`, the judge model) marked; with `guards.paragraphs`, without their whole paragraphs as long as
-    something readable is left (an answer written as one paragraph keeps its unmarked sentences). The
-    response itself when nothing is marked."""
+    `sift`, the judge model) marked, and without the `foreign` ones (catrl.language, spans of its visible
+    form); with `guards.paragraphs`, without their whole paragraphs as long as something readable is left
+    (an answer written as one paragraph keeps its unmarked sentences). The response itself when nothing is
+    marked."""
     if sift is not None:
-        sentences, spans = sift.text, sift.spans
+        sentences, spans = sift.text, list(sift.spans)
     elif guards.counterfactual:
         spans = grader_directed_spans(response)
         sentences = strip_spans(visible(response), spans) if spans else response
+    elif foreign:
+        sentences, spans = response, []
     else:
         return response
+    if foreign:
+        spans = sorted({*spans, *foreign})
+        sentences = strip_spans(visible(response), spans)
     if not spans and has_hidden_message(response):  # the judge reads the message, a person sees nothing: read it again without
         return visible(response)
     if not guards.paragraphs or not spans:
