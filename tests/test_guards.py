@@ -593,5 +593,5 @@ def test_the_language_guard_reads_only_what_is_in_the_users_language():
     assert plan.items[plan.counterfactual[0]][1] == answer and plan.counterfactual[2] is None
     verdicts = [[Verdict(True, "")] for _ in plan.items]
     _, _, flags, _ = plan.resolve(verdicts, 1)
-    assert flags == [["grader_directed", "other_language:1"], ["degenerate:other_language"], []]
+    assert flags == [["other_language:1"], ["degenerate:other_language"], []]  # no pattern marked the Finnish note
     assert not Guards().language and Guards.parse("all").language

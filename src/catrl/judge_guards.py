@@ -151,16 +151,18 @@ def plan_judging(conversation: Conversation, responses: Sequence[str], rubric: R
         if why is None and guards.degenerate and sift is not None and not has_content(sift.text):
             why = "degenerate:no_content"
         foreign = foreign_spans(visible(r), lang) if lang and why is None else []
-        without = counterfactual_text(r, sift, guards, foreign) if why is None else r
+        marked = counterfactual_text(r, sift, guards) if why is None else r
+        without = counterfactual_text(r, sift, guards, foreign) if foreign else marked
         if why is None and foreign and not has_content(without):
             why = "degenerate:other_language"  # nothing the user can read: judging "" would credit what an empty answer "meets"
-        directed = why is None and (bool(foreign) or (sift.changed if sift is not None else guards.counterfactual and without != r))
+        directed = why is None and (sift.changed if sift is not None else guards.counterfactual and marked != r)
         plan.skipped.append(why)
         plan.directed.append(directed)
         plan.sifted.append(len(sift.cut) if sift is not None and why is None else 0)
         plan.foreign.append(len(foreign) if why is None else 0)
         plan.own.append(_add(plan, (conversation, r, rubric)) if why is None else None)
-        plan.counterfactual.append(_add(plan, (conversation, without, rubric)) if directed and rubric.criteria else None)
+        plan.counterfactual.append(_add(plan, (conversation, without, rubric)) if (directed or foreign) and why is None and rubric.criteria
+                                   else None)
         plan.canaries.append(_add(plan, (conversation, r, canary)) if canary.criteria and why is None else None)
     if guards.empty_probe and rubric.criteria:
         plan.probe = _add(plan, (conversation, "", rubric))
