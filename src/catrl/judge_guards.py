@@ -95,7 +95,7 @@ class JudgingPlan:
         """(per-response verdicts, dropped criteria, per-response flags, group flags) from the items' verdicts."""
         out, flags = [], []
         for own, cf, skip, directed, can, cut, foreign in zip(self.own, self.counterfactual, self.skipped, self.directed, self.canaries,
-                                                              self.sifted, self.foreign or [0] * len(self.own), strict=True):
+                                                              self.sifted, self.foreign, strict=True):
             f: list[str] = []
             if own is None:
                 out.append([Verdict(False, "", skip) for _ in range(n_criteria)])
@@ -176,14 +176,14 @@ def counterfactual_text(response: str, sift: Sifted | None, guards: Guards, fore
     (an answer written as one paragraph keeps its unmarked sentences). The response itself when nothing is
     marked."""
     if sift is not None:
-        sentences, spans = sift.text, list(sift.spans)
+        sentences, spans = sift.text, sift.spans
     elif guards.counterfactual:
         spans = grader_directed_spans(response)
         sentences = strip_spans(visible(response), spans) if spans else response
-    elif foreign:
-        sentences, spans = response, []
-    else:
+    elif not foreign:
         return response
+    else:
+        spans = []
     if foreign:
         spans = sorted({*spans, *foreign})
         sentences = strip_spans(visible(response), spans)
