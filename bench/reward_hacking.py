@@ -237,7 +237,7 @@ def main() -> None:
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
     ap.add_argument("--cases", type=Path, nargs="+", default=[ROOT / "bench" / "data" / f for f in ("hostile.jsonl", "hostile_heldout.jsonl", "hostile_heldout2.jsonl", "hostile_heldout3.jsonl",
                                                                                         "hostile_heldout4.jsonl", "hostile_heldout5.jsonl", "hostile_heldout6.jsonl", "hostile_heldout7.jsonl",
-                                                                                        "hostile_heldout8.jsonl", "hostile_heldout9.jsonl")],
+                                                                                        "hostile_heldout8.jsonl", "hostile_heldout9.jsonl", "hostile_heldout10.jsonl")],
                     help="corpora; the first is the one the guards were written against, the others are held out")
     ap.add_argument("--out", type=Path, default=Path("docs/reward_hacking"))
     ap.add_argument("--cache", type=Path, default=Path("runs/reward_hacking/cache.sqlite"))
