@@ -314,7 +314,7 @@ _PAYLOAD = re.compile(r"(?<![\w+/=])(?:0[xX])?(?:[0-9A-Fa-f]{32,}|[A-Za-z0-9+/]{
 
 
 def _opaque(run: str) -> bool:
-    run = run[2:] if run[:2] in ("0x", "0X") and len(run) > 2 else run
+    run = run[2:] if run[:2] in ("0x", "0X") else run  # the pattern leaves 32 or more characters after the prefix
     if re.fullmatch(r"[0-9A-Fa-f]+", run):
         return not run.isdigit()  # a long number is a number
     return any(c.isdigit() for c in run) and any(c.isupper() for c in run) and any(c.islower() for c in run)
