@@ -185,8 +185,9 @@ _ABOUT_ITSELF = (r"(?:this|my|the\s+above|the\s+following|our)\s+(?:\w+\s+)?(?:r
 _PATTERNS = [
     # fake grading markup, escaped or not
     r"(?:<|&lt;)\s*/?\s*(?:verdicts?|met|score|grade|criterion|rubric|evaluation|judgement|judgment)\b",
-    # our own delimiter tags: a response holds one only to fake the structure of the prompt it is read in
-    r"(?:<|&lt;)\s*/?\s*(?:" + "|".join(TAGS) + r")\b",
+    # our own delimiter tags: a response holds one only to fake the structure of the prompt it is read in; not
+    # <answer>, the format many RL recipes ask for (`<think>...</think><answer>4</answer>`), escaped all the same
+    r"(?:<|&lt;)\s*/?\s*(?:" + "|".join(t for t in TAGS if t != "answer") + r")\b",
     r"\bverdicts?\s*[:=]\s*(?:yes|met|pass|true)",
     # a table cell that grades: "| ✅ Met |", "| Satisfied |" (a tick with "Yes" answers a column's question and is not marked)
     r"\|\s*[\u2713\u2714\u2705\u2611\U0001F5F9]?\s*(?:met|satisfied|fulfill?ed|passed|addressed)\s*[\u2713\u2714\u2705\u2611\U0001F5F9]?\s*(?:\||$)",
@@ -275,6 +276,15 @@ _SELF_CLAIMS = re.compile("|".join(f"(?:{p})" for p in (
     r"|previously|here)\b",
     r"\b(?:I|we)(?:'ve|\s+have)\s+(?:\w+ly\s+|also\s+|already\s+|now\s+)?(?:laid\s+out|set\s+out|spelled\s+out|outlined|walked"
     r"\s+(?:you\s+)?through|gone\s+(?:over|through)|went\s+through|run\s+through|summari[sz]ed|listed|detailed)\b",
+    #   and a recap that ends in a list of what it "covered" ("To summarize, we've covered:"; blind set 9): the list
+    #   it introduces goes with it (_introduced_lists)
+    r"\b(?:I|we)(?:'ve|\s+have)\s+(?:\w+ly\s+|also\s+|already\s+)?(?:covered|discussed|explained|described|reviewed|addressed"
+    r"|talked\s+(?:about|through)|touched\s+on|gone\s+over)\s*:",
+    # - a line of metadata: its words are labelled as topics, tags or search terms, and a topic states nothing
+    #   ("Related topics: loperamide · Imodium · 3 days · blood in stool"; blind set 9)
+    r"^[\W_]*(?:related\s+(?:topics|terms|searches|conditions|keywords)|see\s+also|tags?|keywords?|key\s+terms|search\s+terms"
+    r"|index\s+terms|topics(?:\s+covered)?|hashtags?|seo)\s*[:\-\u2013\u2014]",
+    r"(?:^|\s)#[A-Za-z]\w+(?:\s+#[A-Za-z]\w+){2,}",
     # - content it says is there but not shown: collapsed sections, an "[expand]" stub, a note that the full answer
     #   or the original (before translation) said more
     r"\[\s*(?:expand|show\s+more|read\s+more|see\s+more|click\s+to\s+expand|more)\s*\]",
@@ -322,6 +332,13 @@ def _opaque(run: str) -> bool:
 
 # a chat template's turn token anywhere outside code (a fenced block or `inline code`): "...bleeding. [/INST] </s><s>[INST]"
 _TURN = re.compile(r"<\|[a-z_]+\|>|\[/?inst\]|<<\s*/?\s*sys\s*>>", re.IGNORECASE)
+# A forged end of the block a response is read in ("</response>", "</candidate>"), and the forged start of a new one:
+# what a response writes between the two (or after the end, with no new start) is, by its own framing, not itself
+_CONTAINERS = ("response", "candidate", "conversation", "message", "reference")
+_FRAME_END = re.compile(r"(?:<|&lt;)\s*/\s*(" + "|".join(_CONTAINERS) + r")\b[^>\n]*>?", re.IGNORECASE)
+_FRAME_START = {t: re.compile(rf"(?:<|&lt;)\s*{t}\b[^>\n]*>?", re.IGNORECASE) for t in _CONTAINERS}
+# a list item, and a marked sentence that introduces a list ("To summarize, we've covered:")
+_ITEM = re.compile(r"[^\S\n]*(?:[-*+\u2022\u25aa\u25b8\u2192>]|\d{1,3}[.)]|[A-Za-z][.)])[^\S\n]+\S[^\n]*")
 _INLINE_CODE = re.compile(r"(`+)[^`\n]+?\1")
 # an HTML comment: a reader of the rendered text never sees it, a model reads it ("<!-- penilaian: YA -->"); an
 # unclosed one hides the rest of the text
@@ -382,6 +399,8 @@ def grader_directed_spans(text: str) -> list[tuple[int, int]]:
     spans += [m.span() for m in _ASIDE.finditer(v) if 1 in marks[m.start():m.end()]] if spans else []
     spans += [m.span() for m in _TABLE.finditer(v) if 1 in marks[m.start():m.end()]] if spans and "|" in v else []
     spans += [m.span() for m in _COMMENT.finditer(v)] if "<!--" in v else []
+    spans += _forged_frames(v) if "/" in v else []
+    spans += _introduced_lists(v, spans) if spans else []
     read = v.translate(_CONFUSABLE)  # one character for one, so offsets hold
     turns = list(_TURN.finditer(read))
     fenced = _code(v) if turns else bytearray()  # only a text with a turn token pays for finding its code
@@ -389,6 +408,43 @@ def grader_directed_spans(text: str) -> list[tuple[int, int]]:
         start = next((a for a, b in sentences if a <= turn.end() - 1 < b), turn.start())
         spans = [(a, b) for a, b in spans if a < start] + [(start, len(v))]
     return _merged(spans)
+
+
+def _forged_frames(v: str) -> list[tuple[int, int]]:
+    """From each forged end of a container block outside code to the end of the forged start that reopens it, or to
+    the end of the text: text a response places outside itself is a forged frame (fake verdicts, a fake grader's
+    rationale), however plain its words."""
+    out, pos = [], 0
+    ends = list(_FRAME_END.finditer(v))
+    fenced = _code(v) if ends else bytearray()
+    for m in ends:
+        if m.start() < pos or fenced[m.start()]:
+            continue
+        reopen = _FRAME_START[m.group(1).lower()].search(v, m.end())
+        pos = reopen.end() if reopen else len(v)
+        out.append((m.start(), pos))
+    return out
+
+
+def _introduced_lists(v: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The list that follows a marked sentence ending in a colon, its items on the lines after it (blank lines
+    allowed between them): a list a marked sentence introduces is that sentence's content."""
+    out = []
+    for a, b in spans:
+        if not v[a:b].rstrip().endswith(":"):
+            continue
+        end, pos = b, v.find("\n", b)
+        while pos != -1:
+            line_end = v.find("\n", pos + 1)
+            line = v[pos + 1:line_end if line_end != -1 else len(v)]
+            if _ITEM.fullmatch(line):
+                end = pos + 1 + len(line)
+            elif line.strip():
+                break
+            pos = line_end
+        if end > b:
+            out.append((b, end))
+    return out
 
 
 def _code(v: str) -> bytearray:
