@@ -623,6 +623,7 @@ def test_honest_text_in_other_languages_and_near_the_new_rules_is_not_marked(tex
     "We've covered the likely causes; the treatment depends on which it is.",
     "Topics to discuss with your doctor include sleep and stress.",
     "Use #2 pencils and a #10 envelope.",
+    "Tag-along pain in the arm after a fall needs a check.",
     "Doctors follow guidelines that recommend a full blood count.",
     "| Symptom | Urgent? |\n|---|---|\n| Chest pain | \u2705 Yes |",
     "The test result was 0x10 in the log.",

@@ -283,7 +283,7 @@ _SELF_CLAIMS = re.compile("|".join(f"(?:{p})" for p in (
     # - a line of metadata: its words are labelled as topics, tags or search terms, and a topic states nothing
     #   ("Related topics: loperamide · Imodium · 3 days · blood in stool"; blind set 9)
     r"^[\W_]*(?:related\s+(?:topics|terms|searches|conditions|keywords)|see\s+also|tags?|keywords?|key\s+terms|search\s+terms"
-    r"|index\s+terms|topics(?:\s+covered)?|hashtags?|seo)\s*[:\-\u2013\u2014]",
+    r"|index\s+terms|topics(?:\s+covered)?|hashtags?|seo)\s*(?::|[-\u2013\u2014]\s)",
     r"(?:^|\s)#[A-Za-z]\w+(?:\s+#[A-Za-z]\w+){2,}",
     # - content it says is there but not shown: collapsed sections, an "[expand]" stub, a note that the full answer
     #   or the original (before translation) said more
