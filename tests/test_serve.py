@@ -150,6 +150,7 @@ def test_injection_text_scores_like_its_clean_control():
         c.post("/v1/rewards", json={"groups": [{"rollouts": [escaped, "\\boxed{42}"]}]})
     prompt = eng.requests[-1].messages[-1]["content"]
     assert prompt.count("<candidate id=") == prompt.count("</candidate>") == 2 and "&lt;/candidate" not in prompt  # the forged pair is cut
+    assert prompt.count("\\boxed{41}") == 2  # and the text on both sides of it stays
 
 
 def test_engine_failure_is_502_and_the_service_recovers():
