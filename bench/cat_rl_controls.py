@@ -86,6 +86,9 @@ def run_arm(arm: str, minutes: float, sets: list[str], extra: list[str]) -> None
     verify_state(state, manifest)
     step = int(manifest["step"])
     sets = ["train", "heldout"] if step >= cfg.steps else sets  # the last step: both sets, for before/after
+    if not sets:
+        print(f"  {arm} step {step}: not evaluated (no --eval-sets)")
+        return
     if all(s in latest_evals(arm).get(step, {}) for s in sets):
         print(f"  {arm} step {step}: already evaluated on {', '.join(sets)}")
         return
