@@ -24,6 +24,7 @@ import gzip
 import json
 import os
 import platform
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -49,15 +50,21 @@ from catrl.types import Sampling
 from catrl.verify import extract_answer, is_right
 
 GREEDY = Sampling(temperature=0.0, max_tokens=512, seed=0)
+CODE = re.compile(r"```\s*(?:python|py)\b", re.IGNORECASE)
 
 
 @dataclass
 class Graded:
-    """One greedy answer: whether it states a final answer at all, hit the token limit, and is right."""
+    """One greedy answer: whether it states a final answer at all, hit the token limit, is right, and reasons in code.
+
+    `code` marks a fenced Python block. Nothing runs it, so the model also writes the block's "output" itself; Spurious
+    Rewards (arXiv 2506.10947) found that rewards which know nothing move Qwen2.5 models toward code reasoning.
+    """
 
     answered: bool
     truncated: bool
     correct: bool
+    code: bool = False
 
 
 def greedy_graded(engine, examples, label: str) -> list[Graded]:
@@ -74,7 +81,8 @@ def greedy_graded(engine, examples, label: str) -> list[Graded]:
         ans = extract_answer(g[0].text)
         gold = gold_answer("gsm8k", e.gold)
         right = is_right(gold, ans)
-        out.append(Graded(answered=ans is not None, truncated=g[0].finish_reason == "length", correct=right))
+        out.append(Graded(answered=ans is not None, truncated=g[0].finish_reason == "length", correct=right,
+                          code=bool(CODE.search(g[0].text))))
     return out
 
 
@@ -86,10 +94,14 @@ def breakdown(graded: list[Graded]) -> dict:
     """Why answers are wrong: the share with no final answer, cut off at the limit, and accuracy where answered."""
     n = len(graded)
     answered = [x for x in graded if x.answered]
+    coded, plain = [x for x in graded if x.code], [x for x in graded if not x.code]
     return {
         "answered": sum(x.answered for x in graded) / n,
         "truncated": sum(x.truncated for x in graded) / n,
         "accuracy_when_answered": (sum(x.correct for x in answered) / len(answered)) if answered else 0.0,
+        "code": sum(x.code for x in graded) / n,
+        "accuracy_with_code": (sum(x.correct for x in coded) / len(coded)) if coded else 0.0,
+        "accuracy_without_code": (sum(x.correct for x in plain) / len(plain)) if plain else 0.0,
     }
 
 
@@ -182,11 +194,12 @@ def print_report(summary: dict, cfg, args, res, on_llamacpp: bool, questions: tu
         b, a, d = s["before"], s["after"], s["diff"]
         print(f"{label:<26}{b['mean']:>7.3f} [{b['lo']:.3f},{b['hi']:.3f}]{a['mean']:>7.3f} [{a['lo']:.3f},{a['hi']:.3f}]"
               f"{d['diff']:>+9.3f} [{d['lo']:+.3f},{d['hi']:+.3f}] p={d['mcnemar_p']:.3g}")
-    print(f"{'why (before -> after)':<26}{'has an answer':>18}{'cut off at limit':>18}{'right when answered':>26}")
+    print(f"{'why (before -> after)':<26}{'has an answer':>18}{'cut off at limit':>18}{'right when answered':>26}{'writes code':>18}")
     for key, label in rows:
         bb, ab = summary[key]["breakdown"]["before"], summary[key]["breakdown"]["after"]
         print(f"{label:<26}{bb['answered']:>9.3f} -> {ab['answered']:.3f}{bb['truncated']:>9.3f} -> {ab['truncated']:.3f}"
-              f"{bb['accuracy_when_answered']:>17.3f} -> {ab['accuracy_when_answered']:.3f}")
+              f"{bb['accuracy_when_answered']:>17.3f} -> {ab['accuracy_when_answered']:.3f}"
+              f"{bb.get('code', 0.0):>9.3f} -> {ab.get('code', 0.0):.3f}")
     over_acc = summary["over_training"]
     if len(over_acc["train"]) > 2:
         plot_accuracy_over_training(over_acc, args.out / "accuracy_over_training.png",

@@ -33,7 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cat_rl import correct, engine_factory, greedy_graded, print_audit  # noqa: E402  (the same greedy evaluation as bench/cat_rl.py)
+from cat_rl import CODE, Graded, breakdown, correct, engine_factory, greedy_graded, print_audit  # noqa: E402  (the same greedy evaluation as bench/cat_rl.py)
 
 from catrl.cache import CallCache, export_calls, import_calls  # noqa: E402
 from catrl.datasets import load_examples  # noqa: E402
@@ -64,13 +64,22 @@ def questions(cfg, heldout: int = 200):
     return {"train": data[cfg.offset:cfg.offset + cfg.limit], "heldout": data[cfg.offset + cfg.limit:]}
 
 
-def evaluate(cfg, adapter: Path | None, sets: list[str], cache: CallCache, label: str) -> dict[str, list[bool]]:
+def evaluate(cfg, adapter: Path | None, sets: list[str], cache: CallCache, label: str) -> dict[str, list[Graded]]:
     qs = questions(cfg)
     engine = engine_factory(cfg, True, policy_gguf(cfg.policy), None, cache)(None, adapter)  # bench/cat_rl's greedy llama.cpp engine
     try:
-        return {s: correct(greedy_graded(engine, qs[s], f"{label}, {s}")) for s in sets}
+        return {s: greedy_graded(engine, qs[s], f"{label}, {s}") for s in sets}
     finally:
         engine.close()
+
+
+def arm_cache(arm: str) -> CallCache:
+    """This arm's evaluation calls (its export holds nothing else), with the committed ones imported."""
+    cache = CallCache(Path(f"runs/controls/{arm}/eval_cache.sqlite"))
+    calls = ROOT / arm / "eval_calls.jsonl.gz"
+    if calls.exists():
+        import_calls(cache, calls)
+    return cache
 
 
 def run_arm(arm: str, minutes: float, sets: list[str], extra: list[str]) -> None:
@@ -92,18 +101,16 @@ def run_arm(arm: str, minutes: float, sets: list[str], extra: list[str]) -> None
     if all(s in latest_evals(arm).get(step, {}) for s in sets):
         print(f"  {arm} step {step}: already evaluated on {', '.join(sets)}")
         return
-    cache = CallCache(Path(f"runs/controls/{arm}/eval_cache.sqlite"))  # this arm's calls only: its export holds nothing else
-    calls = ROOT / arm / "eval_calls.jsonl.gz"
-    if calls.exists():
-        import_calls(cache, calls)
+    cache = arm_cache(arm)
     got = evaluate(cfg, state, sets, cache, f"{arm} step {step}")
-    export_calls(cache, calls, kind="generate")
+    export_calls(cache, ROOT / arm / "eval_calls.jsonl.gz", kind="generate")
     path = ROOT / arm / "evals.jsonl"
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps({"step": step, "adapter_sha256": manifest["files"]["adapter_model.safetensors"]["sha256"],
-                            "correct": got, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
-    for s, c in got.items():
-        a = accuracy(c)
+                            "correct": {s: correct(g) for s, g in got.items()}, "breakdown": {s: breakdown(g) for s, g in got.items()},
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+    for s, g in got.items():
+        a = accuracy(correct(g))
         print(f"  {arm} step {step} {s}: {a.mean:.3f} [{a.lo:.3f}, {a.hi:.3f}]")
 
 
@@ -118,7 +125,40 @@ def latest_evals(arm: str) -> dict[int, dict[str, list[bool]]]:
     return out
 
 
-def before(cfg) -> dict[str, list[bool]]:
+def breakdowns(arm: str, cfg, state: Path, step: int, sets: list[str]) -> dict[str, dict]:
+    """Why the step's greedy answers are right or wrong (bench/cat_rl's breakdown), per set. Evaluations written before
+    evals.jsonl kept it are replayed from the arm's committed calls: no model writes anything new."""
+    got: dict[str, dict] = {}
+    path = ROOT / arm / "evals.jsonl"
+    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
+        row = json.loads(line)
+        if int(row["step"]) == step:
+            got.update(row.get("breakdown", {}))
+    missing = [s for s in sets if s not in got]
+    if missing:
+        got.update({s: breakdown(g) for s, g in evaluate(cfg, state, missing, arm_cache(arm), f"{arm} step {step} (replay)").items()})
+    return got
+
+
+def print_why(before_why: dict[str, dict], after_why: dict[str, dict]) -> None:
+    keys = {"answered": "has an answer", "truncated": "cut off", "accuracy_when_answered": "right when answered",
+            "code": "writes code", "accuracy_with_code": "right with code", "accuracy_without_code": "right without"}
+    print(f"  {'why (before -> after)':<24}" + "".join(f"{v:>20}" for v in keys.values()))
+    for s, a in after_why.items():
+        b = before_why[s]
+        print(f"  {s:<24}" + "".join(f"{b[k]:>11.3f} -> {a[k]:.3f}" for k in keys))
+
+
+def code_share_by_quarter(records: list[dict]) -> list[float]:
+    """The share of training rollouts that reason in a fenced Python block, in each quarter of the audit trail."""
+    if len(records) < 4:
+        return []
+    q = len(records) // 4
+    parts = [records[i * q:(i + 1) * q if i < 3 else len(records)] for i in range(4)]
+    return [sum(bool(CODE.search(t)) for r in p for t in r["rollouts"]) / max(1, sum(len(r["rollouts"]) for r in p)) for p in parts]
+
+
+def before(cfg) -> dict[str, list[Graded]]:
     cache = CallCache(Path("runs/controls/before_cache.sqlite"))
     if BEFORE_CALLS.exists():
         import_calls(cache, BEFORE_CALLS)
@@ -127,10 +167,12 @@ def before(cfg) -> dict[str, list[bool]]:
 
 def report() -> None:
     cfg0 = arm_config("random", [])
-    base = before(cfg0)
+    graded0 = before(cfg0)
+    base = {s: correct(g) for s, g in graded0.items()}
+    base_why = {s: breakdown(g) for s, g in graded0.items()}
     b_tr, b_he = accuracy(base["train"]), accuracy(base["heldout"])
     print(f"before training (all arms): train {b_tr.mean:.3f} [{b_tr.lo:.3f}, {b_tr.hi:.3f}], held-out {b_he.mean:.3f} [{b_he.lo:.3f}, {b_he.hi:.3f}]")
-    summary: dict = {"before": {"train": asdict(b_tr), "heldout": asdict(b_he)}, "arms": {}}
+    summary: dict = {"before": {"train": asdict(b_tr), "heldout": asdict(b_he), "why": base_why}, "arms": {}}
     steps_done = []
     for arm in ARMS:
         cfg = arm_config(arm, [])
@@ -150,7 +192,10 @@ def report() -> None:
             if s in last:
                 d = paired_diff(last[s], base[s])
                 row[s] = {"after": asdict(accuracy(last[s])), "diff": asdict(d)}
-        graded = [grade_group(r) for r in read_audit(state / "audit.jsonl.gz")] if (state / "audit.jsonl.gz").exists() else []
+        row["why"] = breakdowns(arm, cfg, state, step, sorted(last))
+        records = read_audit(state / "audit.jsonl.gz") if (state / "audit.jsonl.gz").exists() else []
+        graded = [grade_group(r) for r in records]
+        row["rollouts_writing_code"] = code_share_by_quarter(records)
         parts = stretches(graded, parts=4) if graded else []
         row["audit"] = [asdict(p) for p in parts]
         whole = parts[-1] if parts else None
@@ -162,11 +207,15 @@ def report() -> None:
                 a, d = row[s]["after"], row[s]["diff"]
                 print(f"  {s:<8} {a['mean']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}]  after - before {d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] "
                       f"McNemar p={d['mcnemar_p']:.3g}")
+        if row["why"]:
+            print_why(base_why, row["why"])
         if row["over_training"]:
             print("  over training (step: " + ", ".join(row["over_training"][min(row["over_training"])].keys()) + "): " + "   ".join(
                 f"{st}: " + ", ".join(f"{v['mean']:.3f}" for v in accs.values()) for st, accs in row["over_training"].items()))
         if parts:
             print_audit(parts)
+        if row["rollouts_writing_code"]:
+            print("  rollouts writing code, by quarter of the run: " + " ".join(f"{x:.3f}" for x in row["rollouts_writing_code"]))
     (ROOT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     arms = summary["arms"]
 
