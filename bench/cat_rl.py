@@ -91,7 +91,8 @@ def correct(graded: list[Graded]) -> list[bool]:
 
 
 def breakdown(graded: list[Graded]) -> dict:
-    """Why answers are wrong: the share with no final answer, cut off at the limit, and accuracy where answered."""
+    """Why answers are wrong: the share with no final answer, cut off at the limit, accuracy where answered, and the
+    share reasoning in code with the accuracy with and without it."""
     n = len(graded)
     answered = [x for x in graded if x.answered]
     coded, plain = [x for x in graded if x.code], [x for x in graded if not x.code]

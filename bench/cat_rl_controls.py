@@ -127,7 +127,7 @@ def latest_evals(arm: str) -> dict[int, dict[str, list[bool]]]:
 
 def breakdowns(arm: str, cfg, state: Path, step: int, sets: list[str]) -> dict[str, dict]:
     """Why the step's greedy answers are right or wrong (bench/cat_rl's breakdown), per set. Evaluations written before
-    evals.jsonl kept it are replayed from the arm's committed calls: no model writes anything new."""
+    evals.jsonl kept it are replayed through the arm's committed calls (a call missing from them is generated again)."""
     got: dict[str, dict] = {}
     path = ROOT / arm / "evals.jsonl"
     for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
