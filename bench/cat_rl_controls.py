@@ -38,7 +38,7 @@ from cat_rl import CODE, Graded, breakdown, correct, engine_factory, greedy_grad
 from catrl.cache import CallCache, export_calls, import_calls  # noqa: E402
 from catrl.datasets import load_examples  # noqa: E402
 from catrl.metrics import accuracy, paired_diff  # noqa: E402
-from catrl.run_audit import grade_group, read_audit, stretches  # noqa: E402
+from catrl.run_audit import grade_group, read_audit, step_chunks, stretches  # noqa: E402
 from catrl.run_state import read_manifest, verify_state  # noqa: E402
 from catrl.train import policy_gguf, train  # noqa: E402
 from catrl.train_config import load_config  # noqa: E402
@@ -116,22 +116,23 @@ def run_arm(arm: str, minutes: float, sets: list[str], extra: list[str]) -> None
 
 def latest_evals(arm: str) -> dict[int, dict[str, list[bool]]]:
     """Per step, the greedy correctness per set (a later evaluation of the same step and set wins)."""
-    path = ROOT / arm / "evals.jsonl"
     out: dict[int, dict[str, list[bool]]] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            out.setdefault(int(row["step"]), {}).update(row["correct"])
+    for row in eval_rows(arm):
+        out.setdefault(int(row["step"]), {}).update(row["correct"])
     return out
+
+
+def eval_rows(arm: str) -> list[dict]:
+    """The arm's evaluations, oldest first (ARM/evals.jsonl)."""
+    path = ROOT / arm / "evals.jsonl"
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
 
 
 def breakdowns(arm: str, cfg, state: Path, step: int, sets: list[str]) -> dict[str, dict]:
     """Why the step's greedy answers are right or wrong (bench/cat_rl's breakdown), per set. Evaluations written before
     evals.jsonl kept it are replayed through the arm's committed calls (a call missing from them is generated again)."""
     got: dict[str, dict] = {}
-    path = ROOT / arm / "evals.jsonl"
-    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
-        row = json.loads(line)
+    for row in eval_rows(arm):
         if int(row["step"]) == step:
             got.update(row.get("breakdown", {}))
     missing = [s for s in sets if s not in got]
@@ -150,11 +151,11 @@ def print_why(before_why: dict[str, dict], after_why: dict[str, dict]) -> None:
 
 
 def code_share_by_quarter(records: list[dict]) -> list[float]:
-    """The share of training rollouts that reason in a fenced Python block, in each quarter of the audit trail."""
-    if len(records) < 4:
+    """The share of training rollouts that reason in a fenced Python block, in each of the audit table's four stretches."""
+    steps = sorted({int(r["step"]) for r in records})
+    if len(steps) < 4:
         return []
-    q = len(records) // 4
-    parts = [records[i * q:(i + 1) * q if i < 3 else len(records)] for i in range(4)]
+    parts = [[r for r in records if int(r["step"]) in set(chunk)] for chunk in step_chunks(steps, 4)]
     return [sum(bool(CODE.search(t)) for r in p for t in r["rollouts"]) / max(1, sum(len(r["rollouts"]) for r in p)) for p in parts]
 
 

@@ -128,14 +128,18 @@ def stretch(groups: Sequence[GradedGroup], label: str = "whole run") -> Stretch:
     )
 
 
+def step_chunks(steps: Sequence[int], parts: int) -> list[list[int]]:
+    """Sorted steps cut into `parts` runs of consecutive steps, as equal as the steps allow: the stretches' cut."""
+    return [list(steps[k * len(steps) // parts : (k + 1) * len(steps) // parts]) for k in range(parts)]
+
+
 def stretches(groups: Sequence[GradedGroup], parts: int = 4) -> list[Stretch]:
     """The run cut into `parts` stretches of consecutive steps (as equal as the steps allow), then the
     whole run. Trails without steps (veRL, `catrl serve`) are cut by row order instead."""
     steps = sorted({g.step for g in groups if g.step is not None})
     out = []
     if steps and parts > 1 and len(steps) >= parts:
-        for k in range(parts):
-            chunk = steps[k * len(steps) // parts : (k + 1) * len(steps) // parts]
+        for chunk in step_chunks(steps, parts):
             out.append(stretch([g for g in groups if g.step in set(chunk)], f"steps {chunk[0]}-{chunk[-1]}"))
     elif not steps and parts > 1 and len(groups) >= parts:
         for k in range(parts):
