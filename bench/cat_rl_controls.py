@@ -159,6 +159,17 @@ def code_share_by_quarter(records: list[dict]) -> list[float]:
     return [sum(bool(CODE.search(t)) for r in p for t in r["rollouts"]) / max(1, sum(len(r["rollouts"]) for r in p)) for p in parts]
 
 
+def paid_by_code(records: list[dict]) -> dict[str, list[int]]:
+    """How many training rollouts with and without a fenced Python block the reward paid: [paid, rollouts]."""
+    out = {"code": [0, 0], "no_code": [0, 0]}
+    for r in records:
+        for text, reward in zip(r["rollouts"], r["rewards"]):
+            k = out["code" if CODE.search(text) else "no_code"]
+            k[0] += reward > 0
+            k[1] += 1
+    return out
+
+
 def before(cfg) -> dict[str, list[Graded]]:
     cache = CallCache(Path("runs/controls/before_cache.sqlite"))
     if BEFORE_CALLS.exists():
@@ -175,6 +186,7 @@ def report() -> None:
     print(f"before training (all arms): train {b_tr.mean:.3f} [{b_tr.lo:.3f}, {b_tr.hi:.3f}], held-out {b_he.mean:.3f} [{b_he.lo:.3f}, {b_he.hi:.3f}]")
     summary: dict = {"before": {"train": asdict(b_tr), "heldout": asdict(b_he), "why": base_why}, "arms": {}}
     steps_done = []
+    finals: dict[str, dict[str, list[bool]]] = {}  # each finished arm's greedy correctness at its last step
     for arm in ARMS:
         cfg = arm_config(arm, [])
         found = read_manifest(Path(cfg.state_dir))
@@ -189,6 +201,8 @@ def report() -> None:
         for s, c in sorted(evals.items()):
             row["over_training"][s] = {k: asdict(accuracy(v)) for k, v in c.items()}
         last = evals.get(step, {})
+        if step >= cfg.steps:
+            finals[arm] = last
         for s in ("train", "heldout"):
             if s in last:
                 d = paired_diff(last[s], base[s])
@@ -197,6 +211,7 @@ def report() -> None:
         records = read_audit(state / "audit.jsonl.gz") if (state / "audit.jsonl.gz").exists() else []
         graded = [grade_group(r) for r in records]
         row["rollouts_writing_code"] = code_share_by_quarter(records)
+        row["paid_by_code"] = paid_by_code(records)
         parts = stretches(graded, parts=4) if graded else []
         row["audit"] = [asdict(p) for p in parts]
         whole = parts[-1] if parts else None
@@ -217,6 +232,10 @@ def report() -> None:
             print_audit(parts)
         if row["rollouts_writing_code"]:
             print("  rollouts writing code, by quarter of the run: " + " ".join(f"{x:.3f}" for x in row["rollouts_writing_code"]))
+        if records:
+            pc = row["paid_by_code"]
+            print(f"  rollouts paid: {pc['code'][0]} of {pc['code'][1]} with code, {pc['no_code'][0]} of {pc['no_code'][1]} without")
+    summary["against_random"] = against_random(finals)
     (ROOT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     arms = summary["arms"]
 
@@ -230,6 +249,19 @@ def report() -> None:
           f"cat_after={get('cat', 'train', 'after', 'mean')} cat_heldout_after={get('cat', 'heldout', 'after', 'mean')} "
           f"cat_gain_ci_lo={get('cat', 'heldout', 'diff', 'lo')} majority_heldout_after={get('majority', 'heldout', 'after', 'mean')} "
           f"random_heldout_after={get('random', 'heldout', 'after', 'mean')} cat_reward_accuracy={get('cat', 'reward_accuracy')}")
+
+
+def against_random(finals: dict[str, dict[str, list[bool]]]) -> dict[str, dict]:
+    """Each finished arm minus the random arm, paired on the same questions: the issue's second test of a gain."""
+    out: dict[str, dict] = {}
+    rnd = finals.get("random", {})
+    for arm, last in finals.items():
+        for s in ("train", "heldout"):
+            if arm != "random" and s in last and s in rnd:
+                d = paired_diff(last[s], rnd[s])
+                out.setdefault(arm, {})[s] = asdict(d)
+                print(f"{arm} minus random, {s}: {d.diff:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}] McNemar p={d.mcnemar_p:.3g}")
+    return out
 
 
 def main() -> None:

@@ -1,0 +1,24 @@
+"""The controls report's pure tallies (bench/cat_rl_controls.py): payments split by code, and arms against random."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import cat_rl_controls as controls  # noqa: E402
+
+
+def test_paid_by_code_counts_paid_rollouts_with_and_without_a_python_block():
+    records = [{"rollouts": ["```python\nprint(2)\n```\n2", "so 2", "it is 3"], "rewards": [1.0, 0.0, 1.0]},
+               {"rollouts": ["```python\nx = 1\n```"], "rewards": [0.0]}]
+    assert controls.paid_by_code(records) == {"code": [1, 2], "no_code": [1, 2]}
+
+
+def test_against_random_pairs_each_finished_arm_with_the_random_arm_on_the_same_questions():
+    finals = {"random": {"heldout": [False, False, True, False]},
+              "cat": {"heldout": [True, True, True, False], "train": [True]}}
+    out = controls.against_random(finals)
+    assert set(out) == {"cat"}  # no train row: the random arm has none to pair with
+    assert set(out["cat"]) == {"heldout"}
+    assert out["cat"]["heldout"]["diff"] == pytest.approx(0.5)
+    assert (out["cat"]["heldout"]["a_only"], out["cat"]["heldout"]["b_only"]) == (2, 0)
