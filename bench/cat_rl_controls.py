@@ -235,7 +235,8 @@ def report() -> None:
         if records:
             pc = row["paid_by_code"]
             print(f"  rollouts paid: {pc['code'][0]} of {pc['code'][1]} with code, {pc['no_code'][0]} of {pc['no_code'][1]} without")
-    summary["against_random"] = against_random(finals)
+    summary["against_random"] = against(finals, "random", tuple(ARMS))  # the issue's second test of a gain
+    summary["against_majority"] = against(finals, "majority", ("cat", "cat_self"))  # the anchor-free baseline (TTRL)
     (ROOT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     arms = summary["arms"]
 
@@ -251,16 +252,17 @@ def report() -> None:
           f"random_heldout_after={get('random', 'heldout', 'after', 'mean')} cat_reward_accuracy={get('cat', 'reward_accuracy')}")
 
 
-def against_random(finals: dict[str, dict[str, list[bool]]]) -> dict[str, dict]:
-    """Each finished arm minus the random arm, paired on the same questions: the issue's second test of a gain."""
+def against(finals: dict[str, dict[str, list[bool]]], control: str, arms: tuple[str, ...]) -> dict[str, dict]:
+    """Each finished arm of `arms` minus the `control` arm, paired on the same questions: which reward won."""
     out: dict[str, dict] = {}
-    rnd = finals.get("random", {})
-    for arm, last in finals.items():
+    ctl = finals.get(control, {})
+    for arm in arms:
+        last = finals.get(arm, {})
         for s in ("train", "heldout"):
-            if arm != "random" and s in last and s in rnd:
-                d = paired_diff(last[s], rnd[s])
+            if arm != control and s in last and s in ctl:
+                d = paired_diff(last[s], ctl[s])
                 out.setdefault(arm, {})[s] = asdict(d)
-                print(f"{arm} minus random, {s}: {d.diff:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}] McNemar p={d.mcnemar_p:.3g}")
+                print(f"{arm} minus {control}, {s}: {d.diff:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}] McNemar p={d.mcnemar_p:.3g}")
     return out
 
 

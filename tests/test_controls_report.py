@@ -1,4 +1,4 @@
-"""The controls report's pure tallies (bench/cat_rl_controls.py): payments split by code, and arms against random."""
+"""The controls report's pure tallies (bench/cat_rl_controls.py): payments split by code, and arms against a control arm."""
 import sys
 from pathlib import Path
 
@@ -14,11 +14,22 @@ def test_paid_by_code_counts_paid_rollouts_with_and_without_a_python_block():
     assert controls.paid_by_code(records) == {"code": [1, 2], "no_code": [1, 2]}
 
 
-def test_against_random_pairs_each_finished_arm_with_the_random_arm_on_the_same_questions():
+def test_against_pairs_each_finished_arm_with_the_control_arm_on_the_same_questions():
     finals = {"random": {"heldout": [False, False, True, False]},
               "cat": {"heldout": [True, True, True, False], "train": [True]}}
-    out = controls.against_random(finals)
+    out = controls.against(finals, "random", tuple(controls.ARMS))
     assert set(out) == {"cat"}  # no train row: the random arm has none to pair with
     assert set(out["cat"]) == {"heldout"}
     assert out["cat"]["heldout"]["diff"] == pytest.approx(0.5)
     assert (out["cat"]["heldout"]["a_only"], out["cat"]["heldout"]["b_only"]) == (2, 0)
+
+
+def test_against_majority_compares_only_the_cat_arms_that_finished():
+    finals = {"majority": {"heldout": [True, False, True, True]},
+              "random": {"heldout": [False, False, False, False]},
+              "cat": {"heldout": [True, True, False, True]}}
+    out = controls.against(finals, "majority", ("cat", "cat_self"))
+    assert set(out) == {"cat"}  # random is not a CaT arm; cat_self has not finished
+    d = out["cat"]["heldout"]
+    assert d["diff"] == pytest.approx(0.0)
+    assert (d["a_only"], d["b_only"]) == (1, 1)
