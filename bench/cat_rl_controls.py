@@ -237,6 +237,7 @@ def report() -> None:
             print(f"  rollouts paid: {pc['code'][0]} of {pc['code'][1]} with code, {pc['no_code'][0]} of {pc['no_code'][1]} without")
     summary["against_random"] = against(finals, "random", tuple(ARMS))  # the second test of a gain
     summary["against_majority"] = against(finals, "majority", ("cat", "cat_self"))  # the anchor-free baseline (TTRL)
+    summary["against_cat"] = against(finals, "cat", ("cat_self",))  # the paper's self-anchor against the gate's frozen 1.5B
     (ROOT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     arms = summary["arms"]
 

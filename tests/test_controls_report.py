@@ -33,3 +33,13 @@ def test_against_majority_compares_only_the_cat_arms_that_finished():
     d = out["cat"]["heldout"]
     assert d["diff"] == pytest.approx(0.0)
     assert (d["a_only"], d["b_only"]) == (1, 1)
+
+
+def test_against_cat_pairs_the_self_anchored_arm_with_the_frozen_anchor_arm():
+    finals = {"cat": {"heldout": [True, False, False, True], "train": [True, True]},
+              "cat_self": {"heldout": [True, True, False, False], "train": [False, True]}}
+    out = controls.against(finals, "cat", ("cat_self",))
+    assert set(out) == {"cat_self"}
+    assert out["cat_self"]["heldout"]["diff"] == pytest.approx(0.0)
+    assert out["cat_self"]["train"]["diff"] == pytest.approx(-0.5)
+    assert (out["cat_self"]["train"]["a_only"], out["cat_self"]["train"]["b_only"]) == (0, 1)
